@@ -1,0 +1,122 @@
+"""The rendered-document store: one YAML file per document under ``build/state/<stage>/``.
+
+Later tasks declare ``file_dep`` on exactly the documents they use. Files are rewritten only
+when their content changes, so editing one node's document touches only that node's file.
+``index.json`` lists every document in rendered order with its provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable
+from urllib.parse import quote
+
+import yaml
+
+from .documents import Document
+from .errors import PromenadeError, Problem
+from .fileio import SECRET_MODE, atomic_write, ensure_dir, remove_quietly
+
+INDEX = "index.json"
+DOCS = "docs"
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BaseDumper):
+    """Stable YAML: sorted keys, block style, multi-line strings (PEM) as literals."""
+
+
+def _represent_str(dumper, value):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data, *, many: bool = False) -> str:
+    """Serialise deterministically (sorted keys, literal blocks for multi-line strings)."""
+    options = dict(Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=True,
+                   width=1 << 16)
+    if many:
+        return yaml.dump_all(data, explicit_start=True, **options)
+    return yaml.dump(data, **options)
+
+
+def _slug(text: str) -> str:
+    return quote(text, safe="-_.") or "_"
+
+
+def relative_doc_path(schema: str, name: str) -> str:
+    """Path of a document's file inside a store, e.g. ``docs/promenade_Genesis_v1/genesis.yaml``."""
+    return f"{DOCS}/{_slug(schema.replace('/', '_'))}/{_slug(name)}.yaml"
+
+
+def doc_path(store_dir: str, schema: str, name: str) -> str:
+    """Absolute-or-relative path of one document's file in ``store_dir``."""
+    return os.path.join(store_dir, relative_doc_path(schema, name))
+
+
+def index_path(store_dir: str) -> str:
+    return os.path.join(store_dir, INDEX)
+
+
+def write_store(store_dir: str, docs: Iterable[Document]) -> list[str]:
+    """Write every document and the index; remove files of documents that left.
+
+    Returns the relative paths of document files whose content changed.
+    """
+    ensure_dir(store_dir)
+    entries, changed, wanted = [], [], set()
+    for doc in docs:
+        rel = relative_doc_path(doc.schema, doc.name)
+        if rel in wanted:  # rendering guarantees uniqueness of (schema, name)
+            raise PromenadeError(doc.problem("two rendered documents share this schema and name"))
+        wanted.add(rel)
+        entries.append({"schema": doc.schema, "name": doc.name, "file": rel,
+                        "source": doc.file, "line": doc.line})
+        if atomic_write(os.path.join(store_dir, rel), dump_yaml(doc.to_dict()), SECRET_MODE):
+            changed.append(rel)
+    docs_root = os.path.join(store_dir, DOCS)
+    for root, _dirs, files in os.walk(docs_root):
+        for filename in files:
+            full = os.path.join(root, filename)
+            if os.path.relpath(full, store_dir) not in wanted:
+                remove_quietly(full)
+    atomic_write(index_path(store_dir), json.dumps({"documents": entries}, indent=1, sort_keys=True) + "\n",
+                 SECRET_MODE)
+    return changed
+
+
+def read_index(store_dir: str) -> list[dict]:
+    """Entries of the store's index, in rendered order."""
+    try:
+        with open(index_path(store_dir), encoding="utf-8") as handle:
+            return json.load(handle)["documents"]
+    except FileNotFoundError:
+        raise PromenadeError(Problem(f"{store_dir} has not been rendered yet (run `doit render`)",
+                                     file=index_path(store_dir))) from None
+
+
+def _load_entry(store_dir: str, entry: dict) -> Document:
+    with open(os.path.join(store_dir, entry["file"]), encoding="utf-8") as handle:
+        raw = yaml.load(handle, Loader=_Loader)
+    return Document(raw, entry.get("source"), entry.get("line"))
+
+
+def load_documents(store_dir: str, schemas: Iterable[str] | None = None) -> list[Document]:
+    """Documents of the store in rendered order; only the given schemas if ``schemas`` is set."""
+    wanted = set(schemas) if schemas is not None else None
+    return [_load_entry(store_dir, entry) for entry in read_index(store_dir)
+            if wanted is None or entry["schema"] in wanted]
+
+
+def load_document(store_dir: str, schema: str, name: str) -> Document:
+    """One document of the store."""
+    for entry in read_index(store_dir):
+        if entry["schema"] == schema and entry["name"] == name:
+            return _load_entry(store_dir, entry)
+    raise PromenadeError(Problem(f"no document {schema} {name!r} in {store_dir}"))

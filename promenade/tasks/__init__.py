@@ -1,0 +1,1 @@
+"""doit task families; each module exports ``task_*`` generators that ``dodo.py`` re-exports."""

@@ -1,0 +1,117 @@
+"""Task family: render and validate the site.
+
+* ``render``: the site alone, lenient (certificates may not exist yet) → ``state/site/``.
+* ``render_final``: the site plus ``certificates.yaml``, strict → ``state/rendered/``,
+  which every per-node task reads.
+* ``validate``: render + validate in memory and print a one-line summary; writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .. import store
+from ..documents import check_envelopes, load_files, site_files
+from ..errors import PromenadeError
+from ..rendering import render
+from ..validation import validate
+from .options import out_dir, site_dir, state_dir
+from .reporting import user_errors
+
+SITE_STORE = ("site",)
+RENDERED_STORE = ("rendered",)
+
+
+def certificates_file() -> str:
+    """``<out>/certificates.yaml``, written by the certs family."""
+    return os.path.join(out_dir(), "certificates.yaml")
+
+
+def render_and_validate(paths: list[str], strict: bool):
+    """Load, render and validate documents from ``paths``; raise every problem at once."""
+    docs = load_files(paths)
+    problems = check_envelopes(docs)
+    if problems:
+        raise PromenadeError(problems)
+    result = render(docs, strict=strict)
+    problems = validate(result.documents)
+    if problems:
+        raise PromenadeError(problems)
+    return result
+
+
+@user_errors
+def _render_store(paths: list[str], strict: bool, target: str) -> None:
+    store.write_store(target, render_and_validate(paths, strict).documents)
+
+
+@user_errors
+def _validate(site: str, paths: list[str]) -> None:
+    result = render_and_validate(paths, strict=False)
+    for warning in result.warnings:
+        print(warning)
+    print(f"{site}: {len(paths)} files, {len(result.documents)} rendered documents, valid"
+          f" ({len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''})")
+
+
+@user_errors
+def _report(error: PromenadeError) -> None:
+    raise error
+
+
+def _site_files_or_failure():
+    """The site's YAML files, or a task action that reports why there are none."""
+    try:
+        files = site_files(site_dir())
+    except PromenadeError as exc:
+        return None, exc
+    if not files:
+        return None, PromenadeError(f"{site_dir()}: no *.yaml or *.yml files found")
+    return files, None
+
+
+def _failing_task(name: str, doc: str, error: PromenadeError) -> dict:
+    return {"basename": name, "doc": doc, "actions": [(_report, [error])], "uptodate": [False]}
+
+
+def task_render():
+    """Render and validate the site (lenient: certificates may be missing) into state/site/."""
+    files, error = _site_files_or_failure()
+    doc = task_render.__doc__.splitlines()[0]
+    if error:
+        return _failing_task("render", doc, error)
+    target = state_dir(*SITE_STORE)
+    return {
+        "doc": doc,
+        "actions": [(_render_store, [files, False, target])],
+        "file_dep": files,
+        "targets": [store.index_path(target)],
+        "clean": True,
+    }
+
+
+def task_render_final():
+    """Render the site with its certificates (strict) into state/rendered/."""
+    files, error = _site_files_or_failure()
+    doc = task_render_final.__doc__.splitlines()[0]
+    if error:
+        return _failing_task("render_final", doc, error)
+    target = state_dir(*RENDERED_STORE)
+    inputs = files + [certificates_file()]
+    return {
+        "doc": doc,
+        "actions": [(_render_store, [inputs, True, target])],
+        "file_dep": inputs,
+        "targets": [store.index_path(target)],
+        "clean": True,
+    }
+
+
+def task_validate():
+    """Render and validate the site in memory; print a one-line summary or every problem."""
+    files, error = _site_files_or_failure()
+    doc = task_validate.__doc__.splitlines()[0]
+    if error:
+        return _failing_task("validate", doc, error)
+    return {"doc": doc, "actions": [(_validate, [site_dir(), files])], "uptodate": [False],
+            "verbosity": 2}
