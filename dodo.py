@@ -3,6 +3,11 @@
 from promenade.tasks import session
 from promenade.tasks.options import out_dir
 from promenade.tasks.render import *  # noqa: F401,F403
+from promenade.tasks.certs import *  # noqa: F401,F403
+from promenade.tasks.serve import *  # noqa: F401,F403
+from promenade.tasks.build import *  # noqa: F401,F403
+from promenade.tasks.gate import *  # noqa: F401,F403
+from promenade.tasks.charts import *  # noqa: F401,F403
 
 session.prepare(out_dir())
 
@@ -13,4 +18,5 @@ DOIT_CONFIG = {
     "check_file_uptodate": "md5",
     "action_string_formatting": "new",
     "verbosity": 2,
+    "reporter": BuildReporter,  # noqa: F405 (from promenade.tasks.build)
 }

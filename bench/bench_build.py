@@ -1,0 +1,220 @@
+"""Benchmark ``doit build``: full builds, the no-op rebuild, a one-node relabel, 50 MiB payloads.
+
+Sites come from ``bench/sitegen.py`` (the embedded site plus N workers). Certificates are
+generated once per site and then given to the site as provided material, so every timed run
+measures what the original's ``build-all`` does: render the site and certificates, build every
+script. Each figure is the median wall time of ``--runs`` whole ``doit`` processes.
+
+* ``full N``: ``doit build`` into an empty output directory (N = 10, 200, 1000; tiny payload).
+* ``noop``: ``doit build`` again at N = 1000, paired run by run with a floor: a Python process
+  that stats every input (site files, build state) and every output.
+* ``relabel``: N = 50, one worker's labels change between runs.
+* ``50MiB N``: N = 10 / 50 with two 50 MiB HostSystem files (seeded base64 text, as in the
+  original's measurements) served from a loopback HTTP server; full build.
+
+Usage: ``.venv/bin/python bench/bench_build.py [--runs 3] [--only full,noop,relabel,50mib]``.
+Every doit run has a timeout, and the whole benchmark stops after ``--budget`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import http.server
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from sitegen import generate_site  # noqa: E402
+
+DOIT = [os.path.join(REPO, ".venv", "bin", "python"), "-m", "doit", "-f", os.path.join(REPO, "dodo.py")]
+TIMEOUT = 1800
+BIG = 50 * 1024 * 1024
+FLOOR = """
+import os, sys
+n = 0
+for root in sys.argv[1:]:
+    for directory, dirs, files in os.walk(root):
+        for name in files:
+            os.stat(os.path.join(directory, name))
+            n += 1
+"""
+
+
+class Budget:
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise SystemExit("benchmark budget exhausted; rerun with fewer --runs or a bigger --budget")
+
+
+CPU: list[float] = []  # CPU seconds (user + system) of every timed doit process, in order
+
+
+def doit(*args: str, site: str, out: str) -> float:
+    """Run one doit command; return its wall time (its CPU time is appended to ``CPU``)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run(DOIT + list(args) + [f"site={site}", f"out={out}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        raise SystemExit(f"doit {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def prepare(n: int, root: str) -> str:
+    """A synthetic site with N workers whose certificates are part of the site."""
+    site = generate_site(n, os.path.join(root, "site"))
+    certs_out = os.path.join(root, "certs")
+    doit("certs", site=site, out=certs_out)
+    shutil.copy(os.path.join(certs_out, "certificates.yaml"), os.path.join(site, "certificates.yaml"))
+    shutil.rmtree(certs_out)
+    return site
+
+
+def full_build(site: str, root: str, runs: int, budget: Budget) -> list[float]:
+    times = []
+    for run in range(runs):
+        budget.check()
+        out = os.path.join(root, f"out-{run}")
+        times.append(doit("certs", "build", site=site, out=out))
+        if run < runs - 1:
+            shutil.rmtree(out)
+    return times
+
+
+def report(label: str, times: list[float], extra: str = "") -> None:
+    """One result line: median wall time (min, max) and the median CPU time of the same runs."""
+    cpu = statistics.median(CPU[-len(times):]) if len(CPU) >= len(times) else float("nan")
+    print(f"{label:<24} median {statistics.median(times):8.3f} s wall, {cpu:7.3f} s CPU  "
+          f"(min {min(times):.3f}, max {max(times):.3f}, runs {len(times)}){extra}", flush=True)
+
+
+def bench_full(root: str, runs: int, budget: Budget) -> None:
+    for n in (10, 200, 1000):
+        base = os.path.join(root, f"full-{n}")
+        site = prepare(n, base)
+        report(f"full build N={n}", full_build(site, base, runs, budget))
+        if n == 1000:
+            bench_noop(site, os.path.join(base, f"out-{runs - 1}"), runs, budget)
+        shutil.rmtree(base)
+
+
+def bench_noop(site: str, out: str, runs: int, budget: Budget) -> None:
+    python = DOIT[0]
+    noop, floor = [], []
+    for _ in range(runs):
+        budget.check()
+        noop.append(doit("certs", "build", site=site, out=out))
+        started = time.perf_counter()
+        subprocess.run([python, "-c", FLOOR, site, out], check=True, timeout=TIMEOUT)
+        floor.append(time.perf_counter() - started)
+    ratios = [a / b for a, b in zip(noop, floor)]
+    report("no-op N=1000", noop, f"  floor median {statistics.median(floor):.3f} s, "
+                                 f"ratio median {statistics.median(ratios):.1f}x")
+
+
+def bench_relabel(root: str, runs: int, budget: Budget) -> None:
+    base = os.path.join(root, "relabel")
+    site = prepare(50, base)
+    out = os.path.join(base, "out")
+    doit("certs", "build", site=site, out=out)
+    times = []
+    for run in range(runs):
+        budget.check()
+        generate_site(50, site, labels={7: ("node-type=worker", f"relabel={run}")})
+        times.append(doit("certs", "build", site=site, out=out))
+    report("relabel N=50", times)
+    shutil.rmtree(base)
+
+
+class Files(http.server.BaseHTTPRequestHandler):
+    """Serves the two big files from memory."""
+
+    blobs: dict[str, bytes] = {}
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        body = self.blobs.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def big_text(seed: int) -> bytes:
+    """50 MiB of seeded pseudo-random base64 text, 76 characters a line."""
+    rng = random.Random(seed)
+    return base64.encodebytes(rng.randbytes(BIG * 3 // 4 + 100))[:BIG]
+
+
+def bench_big(root: str, runs: int, budget: Budget) -> None:
+    Files.blobs = {"/kubelet": big_text(1), "/kubectl": big_text(2)}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    entries = "".join(
+        f"    - path: /usr/local/bin/{name}\n      mode: 0555\n      url: {url}/{name}\n"
+        f"      sha256: {hashlib.sha256(Files.blobs['/' + name]).hexdigest()}\n" for name in ("kubelet", "kubectl"))
+    try:
+        for n in (10, 50):
+            base = os.path.join(root, f"big-{n}")
+            site = prepare(n, base)
+            host_system = os.path.join(site, "site", "host-system.yaml")
+            with open(host_system, encoding="utf-8") as handle:
+                text = handle.read()
+            with open(host_system, "w", encoding="utf-8") as handle:
+                handle.write(text.replace("\ndata:\n", "\ndata:\n  files:\n" + entries, 1))
+            report(f"50MiB full build N={n}", full_build(site, base, runs if n == 10 else max(1, runs // 2), budget))
+            shutil.rmtree(base)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="full,relabel,50mib", help="comma-separated: full (with noop), relabel, 50mib")
+    parser.add_argument("--budget", type=float, default=3600, help="stop after this many seconds")
+    parser.add_argument("--dir", default=None, help="scratch directory (default: a new temporary one)")
+    args = parser.parse_args()
+    budget = Budget(args.budget)
+    root = tempfile.mkdtemp(prefix="promenade-bench-", dir=args.dir)
+    wanted = set(args.only.split(","))
+    try:
+        if "full" in wanted:
+            bench_full(root, args.runs, budget)
+        if "relabel" in wanted:
+            bench_relabel(root, args.runs, budget)
+        if "50mib" in wanted:
+            bench_big(root, args.runs, budget)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

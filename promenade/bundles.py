@@ -1,0 +1,195 @@
+"""Payloads: deterministic tar.gz archives of file entries, and their gpg encryption.
+
+A payload is a gzip'd tar whose bytes depend only on the entries: members sorted by path,
+every parent directory present as an explicit member, owner root (uid/gid 0), each member's
+mode taken from its entry, every mtime ``SOURCE_DATE_EPOCH`` (default :data:`DEFAULT_EPOCH`),
+and a zero gzip header mtime. Entries are duck-typed: ``path`` (absolute target path),
+``mode``, and either ``data`` (bytes) or ``symlink`` (link target).
+
+Encryption is gpg symmetric (AES-256). The passphrase travels to gpg through a pipe
+(``--passphrase-fd``), never on a command line. gpg output is random (salt, session key), so
+:class:`CipherCache` keeps ciphertexts keyed by an HMAC of plaintext and key: rebuilding an
+unchanged payload reuses the same ciphertext bytes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gzip
+import hashlib
+import hmac
+import io
+import os
+import subprocess
+import tarfile
+import tempfile
+from typing import Iterable
+
+from .errors import PromenadeError
+from .fileio import SECRET_MODE, atomic_write
+
+DEFAULT_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the usual reproducible-build floor
+DIR_MODE = 0o755
+COMPRESS_LEVEL = 6
+GPG_TIMEOUT = 600
+ENCRYPTION_KEY_VARIABLE = "PROMENADE_ENCRYPTION_KEY"
+
+
+def source_date_epoch() -> int:
+    """Member mtime: ``SOURCE_DATE_EPOCH`` from the environment, else :data:`DEFAULT_EPOCH`."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "")
+    try:
+        return int(value) if value else DEFAULT_EPOCH
+    except ValueError:
+        raise PromenadeError(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds") from None
+
+
+def member_name(path: str) -> str:
+    """Archive member name of a target path: ``/etc/hosts`` -> ``etc/hosts``."""
+    name = os.path.normpath("/" + path).lstrip("/")
+    if not name:
+        raise PromenadeError(f"file entry path {path!r} does not name a file")
+    return name
+
+
+def dedupe(entries: Iterable) -> dict:
+    """Entries by member name; a later entry for the same path replaces an earlier one."""
+    by_name = {}
+    for entry in entries:
+        by_name[member_name(entry.path)] = entry
+    return by_name
+
+
+def _sort_key(name: str) -> list[str]:
+    return name.split("/")
+
+
+def write_tar_gz(entries: Iterable, fileobj, *, mtime: int | None = None) -> None:
+    """Write the deterministic tar.gz of ``entries`` to the binary ``fileobj``."""
+    mtime = source_date_epoch() if mtime is None else mtime
+    members = dedupe(entries)
+    directories = set()
+    for name in members:
+        parts = name.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            directories.add("/".join(parts[:depth]))
+    directories -= set(members)
+    with gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0, filename="") as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for name in sorted(set(members) | directories, key=_sort_key):
+                info = tarfile.TarInfo(name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mtime = mtime
+                entry = members.get(name)
+                if entry is None:
+                    info.type, info.mode = tarfile.DIRTYPE, DIR_MODE
+                    tar.addfile(info)
+                elif getattr(entry, "symlink", None):
+                    info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, entry.symlink
+                    tar.addfile(info)
+                else:
+                    data = entry.data or b""
+                    info.mode, info.size = entry.mode & 0o7777, len(data)
+                    tar.addfile(info, io.BytesIO(data))
+
+
+def tar_gz(entries: Iterable, *, mtime: int | None = None) -> bytes:
+    """The deterministic tar.gz of ``entries`` as bytes."""
+    buffer = io.BytesIO()
+    write_tar_gz(entries, buffer, mtime=mtime)
+    return buffer.getvalue()
+
+
+def encryption_key(required: bool) -> str | None:
+    """The build-time passphrase from ``PROMENADE_ENCRYPTION_KEY``; an error if required and unset."""
+    key = os.environ.get(ENCRYPTION_KEY_VARIABLE, "")
+    if required and not key:
+        raise PromenadeError(
+            f"the EncryptionPolicy asks for gpg-encrypted scripts but {ENCRYPTION_KEY_VARIABLE} is not set; "
+            f"export the passphrase the nodes will use (for example: export {ENCRYPTION_KEY_VARIABLE}="
+            '"$(openssl rand -hex 48)") and build again')
+    return key or None
+
+
+_gpg_home: list[tempfile.TemporaryDirectory] = []
+
+
+def _stop_gpg() -> None:
+    """Stop the agent of this process's gpg home and delete the home."""
+    while _gpg_home:
+        home = _gpg_home.pop()
+        subprocess.run(["gpgconf", "--homedir", home.name, "--kill", "all"], capture_output=True, check=False)
+        home.cleanup()
+
+
+def _home() -> str:
+    """One private gpg home per process: its agent starts once (about 1 s) instead of per call."""
+    if not _gpg_home:
+        _gpg_home.append(tempfile.TemporaryDirectory(prefix="promenade-gpg-"))
+        atexit.register(_stop_gpg)
+    return _gpg_home[0].name
+
+
+def _run_gpg(args: list[str], data: bytes, passphrase: str) -> bytes:
+    """Run gpg in the private home with the passphrase on a pipe (never argv or logs)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, passphrase.encode("utf-8"))
+        os.close(write_fd)
+        write_fd = -1
+        command = ["gpg", "--homedir", _home(), "--batch", "--quiet", "--no-tty", "--no-options",
+                   "--pinentry-mode", "loopback", "--passphrase-fd", str(read_fd), "--no-symkey-cache", *args]
+        try:
+            proc = subprocess.run(command, input=data, capture_output=True, pass_fds=(read_fd,),
+                                  timeout=GPG_TIMEOUT, check=False)
+        except FileNotFoundError:
+            raise PromenadeError("gpg is needed to encrypt payloads but is not installed "
+                                 "(apt-get install gnupg)") from None
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+    if proc.returncode != 0:
+        raise PromenadeError(f"gpg failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def gpg_encrypt(data: bytes, passphrase: str) -> bytes:
+    """Symmetric AES-256 gpg encryption of ``data`` (binary OpenPGP message)."""
+    return _run_gpg(["--symmetric", "--cipher-algo", "AES256", "--compress-algo", "none",
+                     "--output", "-"], data, passphrase)
+
+
+def gpg_decrypt(data: bytes, passphrase: str) -> bytes:
+    """Inverse of :func:`gpg_encrypt`."""
+    return _run_gpg(["--decrypt", "--output", "-"], data, passphrase)
+
+
+class CipherCache:
+    """Ciphertexts stored by HMAC(key, sha256(plaintext)), so unchanged payloads keep their bytes."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def encrypt(self, data: bytes, passphrase: str) -> bytes:
+        digest = hashlib.sha256(data).digest()
+        label = hmac.new(passphrase.encode("utf-8"), digest, hashlib.sha256).hexdigest()
+        path = os.path.join(self.directory, label + ".gpg")
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            pass
+        cipher = gpg_encrypt(data, passphrase)
+        atomic_write(path, cipher, SECRET_MODE)
+        return cipher
+
+
+def seal(data: bytes, passphrase: str | None, cache: CipherCache | None = None) -> bytes:
+    """``data`` encrypted with ``passphrase`` (through ``cache`` when given), or as is without one."""
+    if passphrase is None:
+        return data
+    if cache is not None:
+        return cache.encrypt(data, passphrase)
+    return gpg_encrypt(data, passphrase)

@@ -1,0 +1,289 @@
+"""Scripts: ``genesis.sh``, ``join-<node>.sh`` and ``validate-*.sh`` from rendered documents.
+
+A node script is the text rendered from ``templates/scripts/<kind>.sh.j2`` followed by its
+payloads, each a marker line ``#@promenade-payload <label>`` and the base64 of the (possibly
+gpg-encrypted) tar.gz, one ``#``-prefixed line per 76 characters (so ``bash -n`` and
+shellcheck skip them as comments). Two payloads per script:
+
+* ``node``: the role files rendered for this node (common + genesis / join);
+* ``shared``: the HostSystem ``files`` (plus Genesis ``files`` for genesis), identical for every
+  join script, so ``doit build`` compresses it once and reuses the bytes.
+
+Extraction order is node then shared, so a HostSystem file overrides a role file of the same
+path, as in the original. In by-reference mode (``Workspace(blob_url=...)``) join scripts carry
+only the node payload and fetch the shared one from ``<blob_url>/<sha256>``, checking the digest.
+
+The functions here are the whole engine: ``doit build`` (``promenade.tasks.build``), the CLI
+and the API server call them and get the same bytes for the same documents.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import functools
+import hashlib
+import os
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Iterable
+
+import jinja2
+
+from . import bundles, downloads
+from .config import ENCRYPTION_POLICY, GENESIS, HOST_SYSTEM, SiteConfig
+from .documents import Document
+from .errors import Problem, PromenadeError
+from .fileio import SECRET_MODE, atomic_write
+from .trees import TEMPLATES_DIR, FileEntry, host_files, node_files
+
+SCRIPTS_DIR = os.path.join(TEMPLATES_DIR, "scripts")
+MARKER = "#@promenade-payload"
+LINE = 76
+DEFAULT_METRICS_DIR = "/var/log/node-exporter-textfiles"
+DEFAULT_VALIDATION_IMAGE = "busybox:1.28.3"
+SYSTEMD_ACTIONS = ("enable", "start", "stop", "disable", "mask")
+NODE_PHASES = ("validate-host", "extract-payload", "configure-host", "install-packages", "start-services",
+               "start-kubelet")
+GENESIS_PHASES = NODE_PHASES + ("prepare-armada", "wait-api", "label-node", "wait-armada", "validate", "finish")
+JOIN_PHASES = NODE_PHASES + ("wait-node-ready", "label-node", "wait-haproxy", "finish")
+VALIDATE_NODE_PHASES = ("wait-api", "node-ready", "pod-logs")
+VALIDATE_CLUSTER_PHASES = ("wait-api", "nodes")
+
+
+@dataclass
+class Workspace:
+    """Where a build keeps downloads and ciphertexts, and how join scripts get the shared payload.
+
+    ``directory`` is the output directory (``build/``): downloads go to ``<dir>/cache/`` and
+    ciphertexts to ``<dir>/state/ciphers/`` so rebuilding unchanged payloads keeps their bytes.
+    Without one, a private temporary directory is used for this process. ``blob_url`` switches
+    join scripts to by-reference mode.
+    """
+
+    directory: str | None = None
+    blob_url: str | None = None
+
+    def __post_init__(self):
+        if self.directory is None:
+            self.directory = tempfile.mkdtemp(prefix="promenade-build-")
+            atexit.register(shutil.rmtree, self.directory, True)
+
+    @functools.cached_property
+    def downloads(self) -> downloads.Cache:
+        return downloads.Cache(os.path.join(self.directory, "cache"))
+
+    @functools.cached_property
+    def ciphers(self) -> bundles.CipherCache:
+        return bundles.CipherCache(os.path.join(self.directory, "state", "ciphers"))
+
+    def blob_path(self, digest: str) -> str:
+        """Where by-reference blobs are published: ``<dir>/blobs/<sha256>``."""
+        return os.path.join(self.directory, "blobs", digest)
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One sealed payload of a script and how the script gets it."""
+
+    label: str
+    blob: bytes
+    embedded: bool = True
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.blob).hexdigest()
+
+    @functools.cached_property
+    def section(self) -> bytes:
+        """The marker line and the ``#``-prefixed base64 lines appended to the script."""
+        encoded = base64.encodebytes(self.blob)  # 76-character lines, each ending in a newline
+        body = b"#" + encoded[:-1].replace(b"\n", b"\n#") + b"\n" if encoded else b""
+        return f"{MARKER} {self.label}\n".encode() + body
+
+
+# --- views and site values ------------------------------------------------------------------------
+def _role(node: str | None) -> str:
+    return "genesis" if node is None else "join"
+
+
+def file_specs(config: SiteConfig, role: str) -> list[tuple[Document, int, dict]]:
+    """HostSystem ``files`` (then Genesis ``files`` for genesis) as (document, index, spec)."""
+    sources = [config.document(HOST_SYSTEM)] + ([config.document(GENESIS)] if role == "genesis" else [])
+    return [(doc, index, spec) for doc in sources
+            for index, spec in enumerate(config.value(doc, "files", [])) if isinstance(spec, dict)]
+
+
+def shared_paths(config: SiteConfig, role: str) -> set[str]:
+    """Target paths the shared payload provides (no download needed to know them)."""
+    return {os.path.normpath(str(spec.get("path", ""))) for _doc, _index, spec in file_specs(config, role)}
+
+
+def shared_entries(config: SiteConfig, role: str, workspace: Workspace) -> list[FileEntry]:
+    """The shared payload's files in spec order: content / symlink entries and downloads."""
+    inline = {os.path.normpath(entry.path): entry for entry in host_files(config, role)}
+    entries = []
+    for doc, index, spec in file_specs(config, role):
+        where = ["data", "files", index]
+        path = os.path.normpath(str(spec.get("path", "")))
+        if path in inline and (spec.get("content") is not None or spec.get("symlink") is not None):
+            entries.append(inline[path])
+        elif spec.get("url") or spec.get("tar_url"):
+            data = downloads.resolve(workspace.downloads, spec,
+                                     lambda message, doc=doc, where=where: doc.problem(message, where))
+            entries.append(FileEntry(path, int(spec["mode"]), data))
+        else:
+            raise PromenadeError(doc.problem("a file needs one of content, symlink, url or tar_url + tar_path",
+                                             where))
+    return entries
+
+
+def encryption_wanted(config: SiteConfig, role: str) -> bool:
+    """Whether the EncryptionPolicy asks for ``scripts.<role>: {gpg: {}}``."""
+    method = config.encryption_policy.get("scripts", {}).get(role)
+    if not method:
+        return False
+    if isinstance(method, dict) and set(method) == {"gpg"}:
+        return True
+    doc = config.first(ENCRYPTION_POLICY)
+    raise PromenadeError(doc.problem(f"unsupported encryption method {method!r}; only gpg: {{}} is supported",
+                                     ["data", "scripts", role]))
+
+
+def _passphrase(config: SiteConfig, role: str) -> str | None:
+    return bundles.encryption_key(required=True) if encryption_wanted(config, role) else None
+
+
+# --- payloads -------------------------------------------------------------------------------------
+def shared_payload(config: SiteConfig, role: str, workspace: Workspace) -> bytes:
+    """The sealed shared payload of ``role``: HostSystem (and Genesis) files, downloads included."""
+    passphrase = _passphrase(config, role)
+    archive = bundles.tar_gz(shared_entries(config, role, workspace))
+    return bundles.seal(archive, passphrase, workspace.ciphers)
+
+
+def node_payload(view: SiteConfig, node: str | None, workspace: Workspace) -> bytes:
+    """The sealed role files of the genesis node (``node`` None) or of KubernetesNode ``node``."""
+    role = _role(node)
+    overridden = shared_paths(view, role)
+    entries = [entry for entry in node_files(view, node) if os.path.normpath(entry.path) not in overridden]
+    return bundles.seal(bundles.tar_gz(entries), _passphrase(view, role), workspace.ciphers)
+
+
+# --- templates ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def environment() -> jinja2.Environment:
+    """Jinja environment of the script templates; ``sh`` quotes a value for bash."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(SCRIPTS_DIR), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    env.filters["sh"] = lambda value: shlex.quote(str(value))
+    return env
+
+
+def _packages(config: SiteConfig, role: str) -> tuple[list[str], list[str]]:
+    """(apt packages, armored apt keys) of ``packages.common`` and ``packages.<role>``."""
+    names, keys = [], []
+    for group in ("common", role):
+        spec = config.get("HostSystem", f"packages.{group}", {}) or {}
+        names += [str(value) for value in (spec.get("required") or {}).values()]
+        names += [str(value) for value in spec.get("additional") or []]
+        keys += [str(key).strip() for key in spec.get("keys") or []]
+    return list(dict.fromkeys(names)), keys
+
+
+def _systemd_actions(config: SiteConfig) -> list[tuple[str, str]]:
+    units = config.get("HostSystem", "systemd_units", {}) or {}
+    return [(unit, action) for unit, flags in units.items() for action in SYSTEMD_ACTIONS
+            if isinstance(flags, dict) and flags.get(action)]
+
+
+def _common_context(config: SiteConfig, script_name: str, title: str, phases: Iterable[str]) -> dict:
+    return {
+        "script_name": script_name,
+        "title": title,
+        "phases": list(phases),
+        "resumable": False,
+        "hostname": config.host.hostname if config.host else None,
+        "dns_checks": [str(name) for name in
+                       config.get("KubernetesNetwork", "dns.bootstrap_validation_checks", []) or []],
+        "validation_image": config.get("HostSystem", "validation.pod_logs.image", DEFAULT_VALIDATION_IMAGE),
+    }
+
+
+def _render(template: str, context: dict) -> bytes:
+    try:
+        return environment().get_template(template).render(context).encode("utf-8")
+    except jinja2.UndefinedError as exc:
+        raise PromenadeError(Problem(f"script template needs an undefined value: {exc.message}",
+                                     file=os.path.join("templates", "scripts", template))) from None
+
+
+def _node_script(view: SiteConfig, node: str | None, payloads: list[Payload], *,
+                 leave_kubectl: bool, blob_url: str | None) -> bytes:
+    role = _role(node)
+    packages, keys = _packages(view, role)
+    name = "genesis.sh" if node is None else f"join-{node}.sh"
+    context = _common_context(view, name, f"{'Genesis' if node is None else 'Join'} script for "
+                              f"{view.host.hostname}", GENESIS_PHASES if node is None else JOIN_PHASES)
+    context.update(
+        resumable=True,
+        labels=list(view.host.dynamic_labels),
+        packages=packages,
+        apt_keys=keys,
+        proxy_url=view.proxy_url,
+        no_proxy=view.no_proxy,
+        systemd_actions=_systemd_actions(view),
+        encrypted=encryption_wanted(view, role),
+        payloads=[{"label": p.label, "sha256": p.sha256, "source": "embedded" if p.embedded else "blob"}
+                  for p in payloads],
+        blob_url=blob_url if any(not p.embedded for p in payloads) else None,
+        leave_kubectl=leave_kubectl,
+        metrics_dir=view.get("Genesis", "armada.metrics.output_dir", DEFAULT_METRICS_DIR) if node is None else "",
+    )
+    text = _render(f"{role}.sh.j2", context)
+    return b"".join([text] + [p.section for p in payloads if p.embedded])
+
+
+def _config(documents: Iterable[Document] | SiteConfig) -> SiteConfig:
+    return documents if isinstance(documents, SiteConfig) else SiteConfig(documents)
+
+
+def render_script(documents, node: str | None, *, leave_kubectl: bool = False,
+                  workspace: Workspace | None = None, shared: bytes | None = None) -> bytes:
+    """genesis.sh (``node`` None) or join-<node>.sh; ``shared`` is a prebuilt :func:`shared_payload`."""
+    config = _config(documents)
+    workspace = workspace or Workspace()
+    view = config.for_genesis() if node is None else config.for_node(node)
+    if shared is None:
+        shared = shared_payload(view, _role(node), workspace)
+    by_reference = node is not None and workspace.blob_url is not None
+    payloads = [Payload("node", node_payload(view, node, workspace)),
+                Payload("shared", shared, embedded=not by_reference)]
+    if by_reference and not os.path.exists(workspace.blob_path(payloads[1].sha256)):  # content-addressed
+        atomic_write(workspace.blob_path(payloads[1].sha256), shared, SECRET_MODE)
+    return _node_script(view, node, payloads, leave_kubectl=leave_kubectl, blob_url=workspace.blob_url)
+
+
+def render_join_script(documents, node_name: str, *, leave_kubectl: bool = False,
+                       workspace: Workspace | None = None, shared: bytes | None = None) -> bytes:
+    """``join-<node_name>.sh`` from rendered documents (site + certificates)."""
+    return render_script(documents, node_name, leave_kubectl=leave_kubectl, workspace=workspace, shared=shared)
+
+
+def render_genesis_script(documents, *, workspace: Workspace | None = None, shared: bytes | None = None) -> bytes:
+    """``genesis.sh`` from rendered documents (site + certificates)."""
+    return render_script(documents, None, workspace=workspace, shared=shared)
+
+
+def render_validate_script(documents, node_name: str | None = None, *, cluster: bool = False) -> bytes:
+    """``validate-cluster.sh`` (``cluster``), ``validate-genesis.sh`` (no node) or ``validate-<node>.sh``."""
+    config = _config(documents)
+    if cluster:
+        return _render("validate-cluster.sh.j2",
+                       _common_context(config, "validate-cluster.sh", "Cluster validation", VALIDATE_CLUSTER_PHASES))
+    view = config.for_genesis() if node_name is None else config.for_node(node_name)
+    name = f"validate-{'genesis' if node_name is None else node_name}.sh"
+    return _render("validate-node.sh.j2",
+                   _common_context(view, name, f"Validation of {view.host.hostname}", VALIDATE_NODE_PHASES))

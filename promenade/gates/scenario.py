@@ -1,0 +1,378 @@
+"""Gate scenarios: YAML files in ``gates/`` (nodes, stages, expectations) and their runner.
+
+A scenario file::
+
+    description: ...
+    site: site                      # site directory (relative to the repository)
+    nodes: {n0: 192.168.77.10, ...}
+    etcdctl: {endpoint: ..., cacert: ..., cert: ..., key: ...}   # paths on the nodes
+    files: {genesis: [{path: ..., mode: "0600", owner: root}], master: [...], worker: [...]}
+    certificates: {genesis: [{path: ..., ca: kubernetes-etcd}], ...}
+    stages:
+      - name: genesis
+        run: {node: n0, script: genesis.sh}     # one action per stage (see ACTIONS)
+        roles: {n0: genesis}                    # role changes after the action (null: gone)
+        checks: [test_node, test_files]         # testinfra modules in gates/checks
+        etcd_members: [n0]                      # exact membership afterwards
+        needs_kubernetes: true                  # skipped (and reported) on sandbox nodes
+
+Actions: ``build`` (``{without_certificates_for: [node]}`` moves the node's PKICatalog entries
+into an addition document left out of this build), ``run`` (``node``, ``script``, ``args``,
+``expect: success|failure``, ``unchanged: true``), ``missing_script`` (``node``: its join
+script must not exist), ``power_off``/``power_on``/``power_cycle``/``wipe`` (node lists),
+``teardown`` (``node``: run ``promenade-teardown``, power off, wipe, power on) and ``exec``
+(``node``, ``command``). The runner always powers everything down at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import jsonschema
+import yaml
+
+from promenade.errors import Problem, PromenadeError
+from promenade.gates.checks import run_checks
+from promenade.gates.provider import GateError, Node, Provider
+from promenade.gates.report import Report, StageResult
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCENARIOS_DIR = os.path.join(REPO, "gates")
+BUILD_TASKS = ("certs", "build", "tokens")
+KUBERNETES_MISSING = "needs kubelet/kube-apiserver, which cannot be installed on sandbox nodes"
+ACTIONS = ("build", "run", "missing_script", "power_off", "power_on", "power_cycle", "wipe", "teardown", "exec")
+NODE_LIST = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["nodes", "stages"],
+    "properties": {
+        "description": {"type": "string"},
+        "site": {"type": "string"},
+        "nodes": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}},
+        "etcdctl": {"type": "object", "additionalProperties": {"type": "string"}},
+        "files": {"type": "object", "additionalProperties": {"type": "array"}},
+        "certificates": {"type": "object", "additionalProperties": {"type": "array"}},
+        "stages": {"type": "array", "minItems": 1, "items": {
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"},
+                "build": {"type": "object"},
+                "run": {"type": "object", "required": ["node", "script"]},
+                "missing_script": {"type": "object", "required": ["node"]},
+                "power_off": NODE_LIST, "power_on": NODE_LIST, "power_cycle": NODE_LIST, "wipe": NODE_LIST,
+                "teardown": {"type": "object", "required": ["node"]},
+                "exec": {"type": "object", "required": ["node", "command"]},
+                "roles": {"type": "object"},
+                "checks": {"type": "array", "items": {"type": "string"}},
+                "etcd_members": {"type": "array", "items": {"type": "string"}},
+                "needs_kubernetes": {"type": "boolean"},
+            },
+        }},
+    },
+}
+
+
+@dataclass
+class Scenario:
+    """A loaded scenario file."""
+
+    name: str
+    path: str
+    spec: dict
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [Node(name, address) for name, address in self.spec["nodes"].items()]
+
+
+def scenario_names() -> list[str]:
+    return sorted(entry[:-5] for entry in os.listdir(SCENARIOS_DIR) if entry.endswith(".yaml"))
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """Load and validate ``gates/<name>.yaml`` (or a path); problems name file and path."""
+    path = name_or_path if name_or_path.endswith(".yaml") else os.path.join(SCENARIOS_DIR, f"{name_or_path}.yaml")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            spec = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise PromenadeError(Problem(f"cannot load scenario: {exc}", file=path)) from None
+    problems = [Problem(error.message, file=path, path="." + ".".join(str(p) for p in error.absolute_path))
+                for error in jsonschema.Draft7Validator(SCHEMA).iter_errors(spec)]
+    if not problems:
+        for index, stage in enumerate(spec["stages"]):
+            actions = [key for key in ACTIONS if key in stage]
+            if len(actions) > 1:
+                problems.append(Problem(f"stage {stage['name']!r} has several actions: {actions}",
+                                        file=path, path=f".stages.{index}"))
+    if problems:
+        raise PromenadeError(problems)
+    return Scenario(os.path.basename(path)[:-5], path, spec)
+
+
+def _pki_documents(build_dir: str) -> dict[str, str]:
+    """CA name -> PEM certificate, from the build's ``certificates.yaml``."""
+    cas = {}
+    with open(os.path.join(build_dir, "certificates.yaml"), encoding="utf-8") as handle:
+        for doc in yaml.safe_load_all(handle):
+            if doc and doc.get("schema") == "deckhand/CertificateAuthority/v1":
+                cas[doc["metadata"]["name"]] = doc["data"]
+    return cas
+
+
+def split_certificates(site_dir: str, target: str, nodes: list[str], all_nodes: list[str]) -> str:
+    """Copy the site to ``target`` with ``nodes``' own PKICatalog entries moved into an
+    addition document; return the addition file's path (left out of the first build)."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(site_dir, target)
+    moved: dict[str, list] = {}
+    template = None
+    for dirpath, _dirs, files in os.walk(target):
+        for entry in sorted(files):
+            path = os.path.join(dirpath, entry)
+            if not entry.endswith((".yaml", ".yml")):
+                continue
+            with open(path, encoding="utf-8") as handle:
+                docs = list(yaml.safe_load_all(handle))
+            if not any(d and d.get("schema") == "promenade/PKICatalog/v1" for d in docs):
+                continue
+            for doc in docs:
+                if not doc or doc.get("schema") != "promenade/PKICatalog/v1":
+                    continue
+                template = template or doc
+                for ca_name, ca in (doc["data"].get("certificate_authorities") or {}).items():
+                    keep = []
+                    for cert in ca.get("certificates") or []:
+                        owners = {str(h) for h in cert.get("hosts") or []} & set(all_nodes)
+                        (moved.setdefault(ca_name, []) if owners and owners <= set(nodes) else keep).append(cert)
+                    ca["certificates"] = keep
+            with open(path, "w", encoding="utf-8") as handle:
+                yaml.safe_dump_all(docs, handle, sort_keys=False)
+    if template is None or not moved:
+        raise GateError(f"{site_dir}: no PKICatalog entries belong only to {', '.join(nodes)}")
+    addition = copy.deepcopy(template)
+    addition["metadata"]["name"] = f"gate-addition-{'-'.join(nodes)}"
+    addition["data"] = {"certificate_authorities": {
+        ca: {"certificates": certs} for ca, certs in moved.items()}}
+    path = os.path.join(target, "..", f"pki-catalog-addition-{'-'.join(nodes)}.yaml")
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(addition, handle, sort_keys=False)
+    return os.path.abspath(path)
+
+
+class Runner:
+    """Runs one scenario's stages on a provider and records the results."""
+
+    def __init__(self, scenario: Scenario, provider: Provider, out_dir: str, progress=print):
+        self.scenario = scenario
+        self.provider = provider
+        self.report = Report(scenario.name, out_dir, provider.name, progress)
+        self.work = os.path.abspath(os.path.join(self.report.dir, "work"))
+        self.build_dir = os.path.join(self.work, "build")
+        self.roles: dict[str, str] = {}
+        self.progress = progress
+        self._addition: str | None = None
+
+    # actions -------------------------------------------------------------------------
+    def _build(self, spec: dict) -> None:
+        site = os.path.join(REPO, self.scenario.spec.get("site", "site"))
+        staged = os.path.join(self.work, "site")
+        left_out = spec.get("without_certificates_for") or []
+        if left_out:
+            self._addition = split_certificates(site, staged, left_out, list(self.scenario.spec["nodes"]))
+        elif self._addition:
+            shutil.move(self._addition, os.path.join(staged, os.path.basename(self._addition)))
+            self._addition = None
+        else:
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(site, staged)
+        for task in BUILD_TASKS:
+            argv = [sys.executable, "-m", "doit", "-f", os.path.join(REPO, "dodo.py"), "--dir", REPO,
+                    task, f"site={staged}", f"out={self.build_dir}"]
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+            if result.returncode != 0:
+                raise GateError(f"doit {task} failed ({result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
+
+    def _deliver(self, node: str, script: str) -> str:
+        local = os.path.join(self.build_dir, script)
+        if not os.path.exists(local):
+            raise GateError(f"{script}: not in the build ({self.build_dir})")
+        remote = f"/root/promenade/{script}"
+        with open(local, "rb") as handle:
+            self.provider.put(node, handle.read(), remote, mode=0o700)
+        return remote
+
+    def _run(self, spec: dict) -> None:
+        node, script = spec["node"], spec["script"]
+        remote = self._deliver(node, script)
+        if spec.get("unchanged"):
+            self.provider.exec(node, "touch /run/promenade-gate-mark && sleep 1")
+        result = self.provider.exec(node, f"bash {remote} {spec.get('args', '')}", check=False, timeout=900)
+        expect = spec.get("expect", "success")
+        output = (result.stdout + result.stderr).decode(errors="replace")[-3000:]
+        if expect == "success" and result.returncode != 0:
+            raise GateError(f"{node}: {script} exited {result.returncode}:\n{output}")
+        if expect == "failure" and result.returncode == 0:
+            raise GateError(f"{node}: {script} succeeded but must fail:\n{output}")
+        if spec.get("unchanged"):
+            changed = self.provider.exec(
+                node, "find /etc /usr/local /opt -xdev -newer /run/promenade-gate-mark -type f "
+                      "-not -path '/etc/promenade-gate*' 2>/dev/null | sort").stdout.decode().split()
+            if changed:
+                raise GateError(f"{node}: running {script} again changed {', '.join(changed)}")
+
+    def _missing_script(self, spec: dict) -> None:
+        script = os.path.join(self.build_dir, f"join-{spec['node']}.sh")
+        if os.path.exists(script):
+            raise GateError(f"{script} exists, but {spec['node']} has no certificates yet")
+
+    def _teardown(self, spec: dict) -> None:
+        node = spec["node"]
+        self.provider.exec(node, "promenade-teardown", timeout=900)
+        self.provider.power_off(node)
+        self.provider.wipe(node)
+        self.provider.power_on(node)
+
+    def _do(self, stage: dict) -> None:
+        if "build" in stage:
+            self._build(stage["build"])
+        elif "run" in stage:
+            self._run(stage["run"])
+        elif "missing_script" in stage:
+            self._missing_script(stage["missing_script"])
+        elif "power_cycle" in stage:
+            self.provider.power_cycle(stage["power_cycle"])
+        elif "teardown" in stage:
+            self._teardown(stage["teardown"])
+        elif "exec" in stage:
+            self.provider.exec(stage["exec"]["node"], stage["exec"]["command"], timeout=900)
+        for action in ("power_off", "wipe", "power_on"):
+            for node in stage.get(action, []):
+                getattr(self.provider, action)(node)
+
+    # checks --------------------------------------------------------------------------
+    def context(self, stage: dict) -> dict:
+        """What the testinfra checks of ``stage`` expect (see ``gates/checks/conftest.py``)."""
+        spec = self.scenario.spec
+        cas = _pki_documents(self.build_dir) if os.path.exists(os.path.join(self.build_dir, "certificates.yaml")) else {}
+        nodes = {}
+        for name, role in self.roles.items():
+            nodes[name] = {
+                "address": spec["nodes"][name], "role": role,
+                "files": [f for key in ("common", role) for f in (spec.get("files") or {}).get(key, [])],
+                "certificates": [c for key in ("common", role) for c in (spec.get("certificates") or {}).get(key, [])],
+            }
+        return {"scenario": self.scenario.name, "stage": stage["name"], "provider": self.provider.name,
+                "kubernetes": self.provider.has_kubernetes, "nodes": nodes, "cas": cas,
+                "etcdctl": spec.get("etcdctl", {}), "etcd_members": stage.get("etcd_members"),
+                "etcd_nodes": sorted(n for n, r in self.roles.items() if r in ("genesis", "master"))}
+
+    def _check(self, stage: dict, result: StageResult) -> None:
+        """Run the stage's check modules on every node with a role, and the etcd membership
+        check on every etcd member; a failed check fails the stage."""
+        context = self.context(stage)
+        runs = [(list(stage.get("checks", [])), sorted(self.roles), stage["name"])]
+        if stage.get("etcd_members") is not None:
+            runs.append((["test_etcd_members"], context["etcd_nodes"], f"{stage['name']}.etcd"))
+        for modules, hosts, label in runs:
+            if not modules or not hosts:
+                continue
+            outcome = run_checks(modules, self.provider.testinfra_hosts(hosts), self.provider.ssh_config(),
+                                 context, os.path.join(self.report.dir, "checks", f"{label}.xml"))
+            result.passed += outcome.passed
+            result.skipped.update(outcome.skipped)
+            if not outcome.ok:
+                raise GateError(f"checks failed: {', '.join(outcome.failed)}\n{outcome.output[-4000:]}")
+
+    # running -------------------------------------------------------------------------
+    def run(self) -> Report:
+        """Boot the nodes, run every stage until one fails, always power everything down."""
+        stages = self.scenario.spec["stages"]
+        previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+        try:
+            boot = StageResult("boot")
+            self.report.stage_started(0, len(stages), "boot")
+            start = time.monotonic()
+            try:
+                self.provider.up()
+            except GateError as exc:
+                boot.ok, boot.message = False, str(exc)
+            boot.seconds = time.monotonic() - start
+            self.report.add(boot)
+            for index, stage in enumerate(stages if boot.ok else [], 1):
+                self.report.stage_started(index, len(stages), stage["name"])
+                result = StageResult(stage["name"])
+                start = time.monotonic()
+                if stage.get("needs_kubernetes") and not self.provider.has_kubernetes:
+                    result.skipped[stage["name"]] = KUBERNETES_MISSING
+                    self.report.add(result)
+                    continue
+                try:
+                    self._do(stage)
+                    for name, role in (stage.get("roles") or {}).items():
+                        if role is None:
+                            self.roles.pop(name, None)
+                        else:
+                            self.roles[name] = role
+                    self._check(stage, result)
+                except (GateError, PromenadeError, subprocess.TimeoutExpired) as exc:
+                    result.ok, result.message = False, str(exc)
+                result.seconds = time.monotonic() - start
+                self.report.add(result)
+                if not result.ok:
+                    self._collect_logs(stage)
+                    break
+        finally:
+            self.provider.down()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self.report.write_junit()
+        self.progress(self.report.summary())
+        return self.report
+
+    def _collect_logs(self, stage: dict) -> None:
+        involved = {stage.get(key, {}).get("node") for key in ("run", "teardown", "exec") if key in stage}
+        for node in sorted((involved - {None}) | set(self.roles)):
+            try:
+                path = self.report.save_log(node, self.provider.collect_logs(node))
+                self.progress(f"    logs of {node}: {path}")
+            except (GateError, subprocess.TimeoutExpired) as exc:
+                self.progress(f"    no logs from {node}: {exc}")
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def make_provider(scenario: Scenario, provider: str = "sandbox", hosts_file: str | None = None,
+                  progress=print) -> Provider:
+    """The provider named ``provider`` for ``scenario``'s nodes."""
+    if provider == "sandbox":
+        from promenade.gates.sandbox import Sandbox
+
+        return Sandbox(scenario.nodes, progress=progress)
+    if provider == "ssh":
+        if not hosts_file:
+            raise GateError("the ssh provider needs a hosts file (hosts=FILE)")
+        from promenade.gates.ssh import SshHosts
+
+        return SshHosts(scenario.nodes, hosts_file, progress=progress)
+    raise GateError(f"unknown provider {provider!r} (sandbox or ssh)")
+
+
+def run_gate(name: str, out_dir: str, provider: str = "sandbox", hosts_file: str | None = None,
+             progress=print) -> Report:
+    """Load scenario ``name`` and run it; the entry point of ``doit gate:<name>`` and the tests."""
+    scenario = load_scenario(name)
+    return Runner(scenario, make_provider(scenario, provider, hosts_file, progress), out_dir, progress).run()

@@ -1,0 +1,365 @@
+"""Task family: the scripts (``doit build``, the default task).
+
+* ``build_plan`` (after ``render_final``): splits the rendered store into what every script
+  shares and what each KubernetesNode owns (its own document and the certificates named after
+  its hostname, e.g. ``kubelet-<host>``). Writes ``state/build/plan.json`` and
+  ``state/build/common.stamp``, a digest of the shared documents, templates and engine code,
+  rewritten only when it changes.
+* ``build_shared:<role>``: the shared payload of ``join`` / ``genesis`` (HostSystem and Genesis
+  ``files``, downloads included), compressed (and encrypted) once into
+  ``state/build/shared-<role>.payload`` and reused by every script of that role.
+* ``build_genesis``: ``genesis.sh`` and ``validate-genesis.sh``.
+* ``build_node:<name>``: ``join-<name>.sh`` and ``validate-<name>.sh``; its ``file_dep`` is the
+  common stamp, the shared payload and the node's own documents, so editing one node rebuilds
+  only that node.
+* ``build_cluster``: ``validate-cluster.sh``.
+* ``build_prune``: removes the scripts of nodes that left the site (runs only when the set of
+  nodes changes).
+
+``blob_url=URL`` switches join scripts to by-reference mode: they carry only their node payload
+and fetch the shared payload from ``URL/<sha256>`` (published as ``<out>/blobs/<sha256>``).
+:class:`BuildReporter` prints compact progress and a summary instead of one line per task.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+
+from doit import create_after, get_var
+from doit.reporter import ConsoleReporter
+from doit.tools import config_changed
+
+from .. import engine, store
+from ..config import CERTIFICATE, CERTIFICATE_KEY, ENCRYPTION_POLICY, GENESIS, HOST_SYSTEM, NODE, SiteConfig
+from ..fileio import SECRET_MODE, atomic_write, remove_quietly
+from .options import out_dir, state_dir
+from .render import RENDERED_STORE
+from .reporting import user_errors
+
+__all__ = ["task_build_plan", "task_build_shared", "task_build_genesis", "task_build_node",
+           "task_build_cluster", "task_build_prune", "task_build", "BuildReporter"]
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENGINE_SOURCES = [os.path.join(PACKAGE_DIR, name)
+                  for name in ("engine.py", "bundles.py", "downloads.py", "trees.py", "config.py")]
+NODE_OWNED_SCHEMAS = (CERTIFICATE, CERTIFICATE_KEY)
+SHARED_SCHEMAS = {"join": (HOST_SYSTEM, ENCRYPTION_POLICY), "genesis": (HOST_SYSTEM, GENESIS, ENCRYPTION_POLICY)}
+ROLES = ("genesis", "join")
+SCRIPTS_PER_TASK = {"build_genesis": 2, "build_node": 2, "build_cluster": 1}
+
+_documents: dict[str, list] = {}  # rendered store -> documents, loaded once per doit run
+
+
+def rendered_dir() -> str:
+    return state_dir(*RENDERED_STORE)
+
+
+def build_dir(*parts: str) -> str:
+    return state_dir("build", *parts)
+
+
+def plan_path() -> str:
+    return build_dir("plan.json")
+
+
+def stamp_path() -> str:
+    return build_dir("common.stamp")
+
+
+def shared_path(role: str) -> str:
+    return build_dir(f"shared-{role}.payload")
+
+
+def script_path(name: str) -> str:
+    return os.path.join(out_dir(), name)
+
+
+def template_files() -> list[str]:
+    """Every role and script template (they shape every script)."""
+    return sorted(path for path in glob.glob(os.path.join(engine.TEMPLATES_DIR, "**", "*"), recursive=True)
+                  if os.path.isfile(path))
+
+
+def workspace() -> engine.Workspace:
+    return engine.Workspace(out_dir(), blob_url=get_var("blob_url", None) or None)
+
+
+def owners_of(name: str, by_hostname: dict[str, str]) -> list[str]:
+    """Nodes whose hostname appears in a certificate name after a dash (``kubelet-<host>``, ``…-<host>-peer``)."""
+    parts = name.split("-")
+    found = []
+    for start in range(1, len(parts)):
+        for end in range(start + 1, len(parts) + 1):
+            node = by_hostname.get("-".join(parts[start:end]))
+            if node is not None:
+                found.append(node)
+    return found
+
+
+# --- actions ------------------------------------------------------------------------------------
+def _load_rendered(store_dir: str) -> list:
+    if store_dir not in _documents:
+        _documents[store_dir] = store.load_documents(store_dir)
+    return _documents[store_dir]
+
+
+@user_errors
+def make_plan(store_dir: str, extra_inputs: list[str]) -> None:
+    """Write plan.json (who owns which document) and the common stamp."""
+    index = store.read_index(store_dir)
+    nodes = store.load_documents(store_dir, [NODE])
+    by_hostname = {str(doc.data.get("hostname") or doc.name): doc.name for doc in nodes}
+    plan = {"nodes": {doc.name: [] for doc in nodes}, "common": [], "shared": {role: [] for role in ROLES}}
+    for position, entry in enumerate(index):
+        owners = []
+        if entry["schema"] == NODE:
+            owners = [entry["name"]]
+        elif entry["schema"] in NODE_OWNED_SCHEMAS:
+            owners = sorted(set(owners_of(entry["name"], by_hostname)))
+        for owner in owners:
+            plan["nodes"][owner].append(position)
+        if not owners:
+            plan["common"].append(position)
+        for role in ROLES:
+            if entry["schema"] in SHARED_SCHEMAS[role]:
+                plan["shared"][role].append(entry["file"])
+    digest = hashlib.sha256()
+    for path in [os.path.join(store_dir, index[position]["file"]) for position in plan["common"]] + extra_inputs:
+        with open(path, "rb") as handle:
+            digest.update(path.encode() + b"\0" + hashlib.sha256(handle.read()).digest())
+    digest.update(json.dumps([[index[position]["file"] for position in plan["common"]],
+                              workspace().blob_url]).encode())
+    atomic_write(stamp_path(), digest.hexdigest() + "\n")
+    atomic_write(plan_path(), json.dumps(plan, indent=1, sort_keys=True) + "\n")
+
+
+def _view_documents(store_dir: str, positions: list[int]) -> list:
+    docs = _load_rendered(store_dir)
+    return [docs[position] for position in sorted(positions)]
+
+
+@user_errors
+def make_shared(store_dir: str, role: str, files: list[str], target: str) -> None:
+    """Build the shared payload of ``role`` from the HostSystem / Genesis / EncryptionPolicy documents."""
+    wanted = {os.path.join(store_dir, path) for path in files}
+    docs = [doc for doc, entry in zip(_load_rendered(store_dir), store.read_index(store_dir))
+            if os.path.join(store_dir, entry["file"]) in wanted]
+    atomic_write(target, engine.shared_payload(SiteConfig(docs), role, workspace()), SECRET_MODE)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+@user_errors
+def make_genesis(store_dir: str, positions: list[int]) -> dict:
+    config = SiteConfig(_view_documents(store_dir, positions))
+    script = engine.render_genesis_script(config, workspace=workspace(), shared=_read(shared_path("genesis")))
+    atomic_write(script_path("genesis.sh"), script, SECRET_MODE)
+    atomic_write(script_path("validate-genesis.sh"), engine.render_validate_script(config), SECRET_MODE)
+    return {"scripts": 2}
+
+
+@user_errors
+def make_node(store_dir: str, name: str, positions: list[int]) -> dict:
+    config = SiteConfig(_view_documents(store_dir, positions))
+    script = engine.render_join_script(config, name, workspace=workspace(), shared=_shared_join())
+    atomic_write(script_path(f"join-{name}.sh"), script, SECRET_MODE)
+    atomic_write(script_path(f"validate-{name}.sh"), engine.render_validate_script(config, name), SECRET_MODE)
+    return {"scripts": 2}
+
+
+_shared_cache: dict[tuple, bytes] = {}
+
+
+def _shared_join() -> bytes:
+    """The join shared payload, read once per run (it can be 100 MB)."""
+    path = shared_path("join")
+    info = os.stat(path)
+    key = (path, info.st_mtime_ns, info.st_size)
+    if key not in _shared_cache:
+        _shared_cache.clear()
+        _shared_cache[key] = _read(path)
+    return _shared_cache[key]
+
+
+@user_errors
+def make_cluster(store_dir: str, positions: list[int]) -> dict:
+    config = SiteConfig(_view_documents(store_dir, positions))
+    atomic_write(script_path("validate-cluster.sh"), engine.render_validate_script(config, cluster=True),
+                 SECRET_MODE)
+    return {"scripts": 1}
+
+
+def prune(expected: list[str]) -> dict:
+    """Delete scripts of nodes that are no longer in the site."""
+    keep = set(expected)
+    removed = 0
+    for pattern in ("join-*.sh", "validate-*.sh"):
+        for path in glob.glob(os.path.join(out_dir(), pattern)):
+            if os.path.basename(path) not in keep:
+                removed += remove_quietly(path)
+    return {"removed": removed}
+
+
+# --- tasks --------------------------------------------------------------------------------------
+def _plan() -> dict:
+    with open(plan_path(), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+@create_after(executed="render_final")
+def task_build_plan():
+    """Split the rendered site into shared documents and what each node owns."""
+    store_dir = rendered_dir()
+    index = store.read_index(store_dir)
+    extra = template_files() + ENGINE_SOURCES
+    return {
+        "actions": [(make_plan, [store_dir, extra])],
+        "file_dep": [store.index_path(store_dir)] + [os.path.join(store_dir, e["file"]) for e in index] + extra,
+        "targets": [plan_path(), stamp_path()],
+        "uptodate": [config_changed({"blob_url": workspace().blob_url})],
+        "clean": True,
+    }
+
+
+@create_after(executed="build_plan")
+def task_build_shared():
+    """Compress (and encrypt) once the payload every script of a role shares."""
+    store_dir = rendered_dir()
+    plan = _plan()
+    for role in ROLES:
+        files = plan["shared"][role]
+        yield {
+            "name": role,
+            "actions": [(make_shared, [store_dir, role, files, shared_path(role)])],
+            "file_dep": [os.path.join(store_dir, path) for path in files] + ENGINE_SOURCES,
+            "targets": [shared_path(role)],
+            "clean": True,
+        }
+
+
+@create_after(executed="build_plan")
+def task_build_genesis():
+    """genesis.sh and validate-genesis.sh."""
+    store_dir = rendered_dir()
+    common = _plan()["common"]
+    return {
+        "actions": [(make_genesis, [store_dir, common])],
+        "file_dep": [stamp_path(), shared_path("genesis")],
+        "task_dep": ["build_shared"],
+        "targets": [script_path("genesis.sh"), script_path("validate-genesis.sh")],
+        "clean": True,
+    }
+
+
+@create_after(executed="build_plan")
+def task_build_node():
+    """join-<node>.sh and validate-<node>.sh, one task per KubernetesNode."""
+    store_dir = rendered_dir()
+    plan = _plan()
+    index = store.read_index(store_dir)
+    for name, own in plan["nodes"].items():
+        yield {
+            "name": name,
+            "actions": [(make_node, [store_dir, name, plan["common"] + own])],
+            "file_dep": [stamp_path(), shared_path("join")]
+                        + [os.path.join(store_dir, index[position]["file"]) for position in own],
+            "targets": [script_path(f"join-{name}.sh"), script_path(f"validate-{name}.sh")],
+            "task_dep": ["build_shared"],
+            "clean": True,
+        }
+
+
+@create_after(executed="build_plan")
+def task_build_cluster():
+    """validate-cluster.sh."""
+    return {
+        "actions": [(make_cluster, [rendered_dir(), _plan()["common"]])],
+        "file_dep": [stamp_path()],
+        "targets": [script_path("validate-cluster.sh")],
+        "clean": True,
+    }
+
+
+@create_after(executed="build_plan")
+def task_build_prune():
+    """Remove the scripts of nodes that left the site."""
+    expected = sorted(["validate-genesis.sh", "validate-cluster.sh"]
+                      + [f"{kind}-{name}.sh" for name in _plan()["nodes"] for kind in ("join", "validate")])
+    return {"actions": [(prune, [expected])], "uptodate": [config_changed({"expected": expected})]}
+
+
+def task_build():
+    """Build every script: genesis.sh, join-<node>.sh, validate-*.sh (the default task)."""
+    return {"actions": None,
+            "task_dep": ["build_genesis", "build_node", "build_cluster", "build_prune"]}
+
+
+class BuildReporter(ConsoleReporter):
+    """Compact progress for big builds, then a summary line.
+
+    On a terminal one status line (done / total, current task, elapsed) is redrawn in place;
+    otherwise (logs, CI) each executed task is one ``.  name`` line as with doit's
+    ``executed-only`` reporter. Up-to-date tasks print nothing. Failures are reported as usual.
+    """
+
+    def __init__(self, outstream, options):
+        super().__init__(outstream, options)
+        self.started = time.monotonic()
+        self.tty = hasattr(outstream, "isatty") and outstream.isatty()
+        self.total = self.done = self.built = self.uptodate = self.removed = self.executed = 0
+
+    def initialize(self, tasks, selected_tasks):
+        """Count the tasks the selection reaches (delayed families add to it as they appear)."""
+        seen, pending = set(), list(selected_tasks)
+        while pending:
+            name = pending.pop()
+            if name in tasks and name not in seen:
+                seen.add(name)
+                pending.extend(tasks[name].task_dep)
+        self.total = len(seen)
+
+    def _step(self, task) -> None:
+        self.done += 1
+        self.total = max(self.total, self.done)  # delayed task families grow the count
+        if self.tty:
+            elapsed = time.monotonic() - self.started
+            self.write(f"\r\033[K[{self.done}/{self.total}] {task.name} ({elapsed:.1f}s)")
+            self.outstream.flush()
+
+    def execute_task(self, task):
+        if task.actions:
+            self.executed += 1
+            if not self.tty:
+                self.write(f".  {task.title()}\n")
+
+    def add_success(self, task):
+        self.built += int(task.values.get("scripts", 0))
+        self.removed += int(task.values.get("removed", 0))
+        self._step(task)
+
+    def add_failure(self, task, fail):
+        if self.tty:
+            self.write("\n")
+        super().add_failure(task, fail)
+
+    def skip_uptodate(self, task):
+        self.uptodate += SCRIPTS_PER_TASK.get(task.name.split(":")[0], 0)
+        self._step(task)
+
+    def skip_ignore(self, task):
+        self._step(task)
+
+    def complete_run(self):
+        if self.tty and self.done:
+            self.write("\n")
+        super().complete_run()
+        elapsed = time.monotonic() - self.started
+        self.write(f"promenade: {self.built} scripts built, {self.uptodate} up to date, {self.removed} removed "
+                   f"({self.executed} tasks executed, {elapsed:.2f}s)\n")

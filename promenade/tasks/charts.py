@@ -1,0 +1,42 @@
+"""Task family: the assembled Helm charts (``doit charts``).
+
+* ``charts``: writes every chart of ``charts/`` to ``<out>/charts/<chart>/`` with the anchor
+  programs of ``promenade/anchor/`` under ``files/`` and the ``anchor-lib`` library under
+  ``charts/``: complete charts for ``helm lint`` / ``helm template`` and for the genesis
+  payload (``/etc/genesis/armada/assets/charts``). Files are rewritten only when they change.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .. import charts
+from .options import out_dir
+
+__all__ = ["task_charts"]
+
+
+def charts_out() -> str:
+    """Where the assembled charts go."""
+    return os.path.join(out_dir(), "charts")
+
+
+def _layout() -> dict[str, str]:
+    """Assembled chart file -> its source, for every chart."""
+    return {os.path.join(charts_out(), name, relative): source
+            for name in charts.chart_names() for relative, source in charts.chart_sources(name).items()}
+
+
+def _assemble(destination: str) -> None:
+    charts.bundle(destination)
+
+
+def task_charts():
+    """Assemble the Helm charts with their anchor programs into <out>/charts/."""
+    layout = _layout()
+    return {
+        "actions": [(_assemble, [charts_out()])],
+        "file_dep": sorted(set(layout.values())),
+        "targets": sorted(layout),
+        "clean": True,
+    }

@@ -1,0 +1,45 @@
+"""Task family ``gate``: ``doit gate:<scenario>`` runs one scenario of ``gates/``, ``doit gate:clean``
+removes what killed runs left behind. ``doit gate`` alone runs every scenario, then ``clean``.
+
+Variables: ``provider=sandbox|ssh`` (default sandbox), ``hosts=FILE`` (the ssh provider's hosts
+file), ``out=DIR`` (reports go to ``<out>/gates/<scenario>/``).
+"""
+
+from __future__ import annotations
+
+from doit import get_var
+from doit.exceptions import TaskFailed
+
+from ..gates import sandbox
+from ..gates.provider import GateError
+from ..gates.scenario import run_gate, scenario_names
+from .options import out_dir
+from .reporting import user_errors
+
+
+@user_errors
+def _gate(name: str, out: str, provider: str, hosts: str | None):
+    try:
+        report = run_gate(name, out, provider, hosts)
+    except GateError as exc:
+        return TaskFailed(str(exc), report=False)
+    if not report.ok:
+        return TaskFailed(f"gate {name} failed; reports in {report.dir}", report=False)
+    return None
+
+
+def _clean() -> None:
+    removed = sandbox.clean_all()
+    print("\n".join(removed) if removed else "nothing to clean")
+
+
+def task_gate():
+    """Gate scenarios on sandbox nodes (or real machines with provider=ssh hosts=FILE)."""
+    provider = get_var("provider", "sandbox")
+    hosts = get_var("hosts", None)
+    for name in scenario_names():
+        yield {"name": name, "doc": f"run the {name} gate scenario",
+               "actions": [(_gate, [name, out_dir(), provider, hosts])],
+               "uptodate": [False], "verbosity": 2}
+    yield {"name": "clean", "doc": "remove sandbox leftovers of gate runs that died",
+           "actions": [_clean], "uptodate": [False], "verbosity": 2}

@@ -1,0 +1,232 @@
+"""``doit build``: scripts, permissions, the incremental rules and byte-identical rebuilds."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+
+import pytest
+
+from doitrun import ROOT, doit, executed
+
+SHELLCHECK = os.path.join(ROOT, ".venv", "bin", "shellcheck")
+MARKER = b"#@promenade-payload "
+
+
+def payloads(script: bytes) -> dict[str, bytes]:
+    """Decode the embedded payload sections of a script, by label."""
+    found, label, lines = {}, None, []
+    for line in script[script.index(b"\n" + MARKER) + 1:].splitlines():
+        if line.startswith(MARKER):
+            if label:
+                found[label] = base64.b64decode(b"".join(lines))
+            label, lines = line[len(MARKER):].decode(), []
+        else:
+            lines.append(line[1:])
+    found[label] = base64.b64decode(b"".join(lines))
+    return found
+
+
+def members(blob: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        return {member.name: member for member in tar.getmembers()}
+
+
+def outputs(out) -> dict[str, tuple[int, bytes]]:
+    """Every script in ``out``: name -> (mtime_ns, bytes)."""
+    return {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(out.glob("*.sh"))}
+
+
+def build(site, out, env=None, check=True):
+    """``doit certs build``: certificates first, then every script."""
+    return doit("certs", "build", site=site, out=out, env=env, check=check)
+
+
+def scripts_built(proc) -> list[str]:
+    return [name for name in executed(proc) if name.startswith(("build_node", "build_genesis", "build_cluster"))]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The embedded site copied to a temporary directory and built once."""
+    base = tmp_path_factory.mktemp("build")
+    site = base / "site"
+    shutil.copytree(os.path.join(ROOT, "site"), site)
+    out = base / "out"
+    build(site, out)
+    return site, out
+
+
+def test_build_writes_every_script_private_and_clean(built):
+    site, out = built
+    names = {path.name for path in out.glob("*.sh")}
+    assert names == {"genesis.sh", "validate-genesis.sh", "validate-cluster.sh"} | {
+        f"{kind}-{node}.sh" for node in ("n1", "n2", "n3") for kind in ("join", "validate")}
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    for path in out.glob("*.sh"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        text = path.read_bytes()
+        assert text.startswith(b"#!/usr/bin/env bash\n") and b"\nset -euo pipefail\n" in text
+        subprocess.run(["bash", "-n", str(path)], check=True)
+    subprocess.run([SHELLCHECK, *map(str, sorted(out.glob("*.sh")))], check=True)
+
+
+def test_noop_build_executes_nothing(built):
+    site, out = built
+    proc = doit("build", site=site, out=out)
+    assert executed(proc) == []
+    assert "0 scripts built, 9 up to date, 0 removed" in proc.stdout
+
+
+def test_join_payload_holds_node_files_with_modes(built):
+    _site, out = built
+    parts = payloads((out / "join-n1.sh").read_bytes())
+    assert list(parts) == ["node", "shared"]
+    node = members(parts["node"])
+    key = node["etc/kubernetes/pki/kubelet-key.pem"]
+    assert key.isfile() and stat.S_IMODE(key.mode) == 0o600 and key.uid == key.gid == 0
+    assert node["etc/kubernetes"].isdir() and node["etc"].isdir()
+    assert b"n1" in tarfile.open(fileobj=io.BytesIO(parts["node"])).extractfile("etc/hosts").read()
+    assert not any(name.startswith("etc/genesis") for name in node)
+    shared = members(parts["shared"])
+    assert shared, "HostSystem files are in the shared payload"
+    # Every join script embeds the very same shared payload bytes.
+    assert payloads((out / "join-n2.sh").read_bytes())["shared"] == parts["shared"]
+
+
+def test_script_phases_list_and_skip(built):
+    _site, out = built
+    script = str(out / "join-n1.sh")
+    listed = subprocess.run(["bash", script, "--list-phases"], capture_output=True, text=True, check=True)
+    phases = listed.stdout.split()
+    assert phases[0] == "validate-host" and phases[-1] == "finish" and "label-node" in phases
+    bad = subprocess.run(["bash", script, "--skip-phases", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "unknown phase 'nope'" in bad.stderr
+
+
+def _edit(path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(os.path.join(ROOT, "site"), site)
+    out = tmp_path / "out"
+    build(site, out)
+    return site, out
+
+
+def test_relabel_rebuilds_only_that_node(fresh):
+    site, out = fresh
+    before = outputs(out)
+    _edit(site / "site" / "nodes.yaml", "  hostname: n1\n",
+          "  hostname: n1\n  labels:\n    dynamic:\n      - relabelled=true\n")
+    proc = build(site, out)
+    assert scripts_built(proc) == ["build_node:n1"]
+    after = outputs(out)
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {"join-n1.sh"}
+    assert b"relabelled=true" in after["join-n1.sh"][1]
+    assert executed(build(site, out)) == []
+
+
+def test_shared_document_change_rebuilds_every_node(fresh):
+    site, out = fresh
+    before = outputs(out)
+    _edit(site / "global" / "kubelet.yaml", "    - --v=2\n", "    - --v=3\n")
+    proc = build(site, out)
+    assert set(scripts_built(proc)) == {"build_genesis", "build_node:n1", "build_node:n2", "build_node:n3",
+                                        "build_cluster"}
+    after = outputs(out)
+    for name in ("genesis.sh", "join-n1.sh", "join-n2.sh", "join-n3.sh"):
+        assert before[name][1] != after[name][1], name
+
+
+def test_removing_a_node_removes_its_scripts(fresh):
+    site, out = fresh
+    nodes = site / "site" / "nodes.yaml"
+    text = nodes.read_text()
+    nodes.write_text(text[:text.index("---\nschema: promenade/KubernetesNode/v1\nmetadata:\n  schema: metadata/"
+                                      "Document/v1\n  name: n3\n")])
+    proc = build(site, out)
+    assert "1 removed" in proc.stdout or "2 removed" in proc.stdout
+    assert not (out / "join-n3.sh").exists() and not (out / "validate-n3.sh").exists()
+    assert (out / "join-n2.sh").exists()
+
+
+def test_rebuild_from_scratch_is_byte_identical(fresh, tmp_path):
+    site, out = fresh
+    shutil.copy(out / "certificates.yaml", site / "certificates.yaml")  # same PKI for both builds
+    first, second = tmp_path / "a", tmp_path / "b"
+    build(site, first)
+    build(site, second)
+    assert outputs(first).keys() == outputs(second).keys()
+    for name, (_mtime, data) in outputs(first).items():
+        assert (second / name).read_bytes() == data, name
+
+
+def test_missing_encryption_key_is_a_clear_error(fresh):
+    site, out = fresh
+    _edit(site / "global" / "encryption-policy.yaml", "\ndata:\n", "\ndata:\n  scripts:\n    join:\n      gpg: {}\n")
+    env = {"PROMENADE_ENCRYPTION_KEY": ""}
+    proc = build(site, out, env=env, check=False)
+    assert proc.returncode != 0
+    assert "PROMENADE_ENCRYPTION_KEY is not set" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_encrypted_join_payload_decrypts_with_gpg(fresh, tmp_path):
+    site, out = fresh
+    _edit(site / "global" / "encryption-policy.yaml", "\ndata:\n", "\ndata:\n  scripts:\n    join:\n      gpg: {}\n")
+    key = "correct horse battery staple"
+    build(site, out, env={"PROMENADE_ENCRYPTION_KEY": key})
+    script = (out / "join-n1.sh").read_bytes()
+    assert key.encode() not in script and b"gpg --batch" in script
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    for label, blob in payloads(script).items():
+        plain = subprocess.run(
+            ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", key,
+             "--decrypt"], input=blob, capture_output=True, check=True).stdout
+        assert members(plain), label
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+    # Unchanged inputs keep the same ciphertext: a rebuild is a no-op and leaves the bytes alone.
+    assert executed(build(site, out, env={"PROMENADE_ENCRYPTION_KEY": key})) == []
+
+
+def test_build_all_cli_matches_doit_build(built, tmp_path):
+    site, out = built
+    files = sorted(str(p) for p in site.rglob("*.yaml")) + [str(out / "certificates.yaml")]
+    cli = os.path.join(ROOT, ".venv", "bin", "promenade")
+    subprocess.run([cli, "build-all", "-o", str(tmp_path), "--validators", *files], check=True, capture_output=True)
+    for name in ("genesis.sh", "join-n1.sh", "validate-n1.sh", "validate-cluster.sh"):
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+    assert b"remove_admin_access" in (tmp_path / "join-n1.sh").read_bytes()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    subprocess.run([cli, "build-all", "-o", str(kept), "--leave-kubectl", *files], check=True, capture_output=True)
+    assert sorted(p.name for p in kept.iterdir()) == ["genesis.sh", "join-n1.sh", "join-n2.sh", "join-n3.sh"]
+    assert b"remove_admin_access" not in (kept / "join-n1.sh").read_bytes()
+
+
+def test_by_reference_join_scripts_fetch_the_shared_blob(fresh):
+    site, out = fresh
+    embedded = (out / "join-n1.sh").read_bytes()
+    proc = doit("build", "blob_url=http://127.0.0.1:9000/blobs", site=site, out=out)
+    assert {"build_node:n1", "build_node:n2", "build_node:n3"} <= set(executed(proc))
+    script = (out / "join-n1.sh").read_bytes()
+    assert list(payloads(script)) == ["node"] and len(script) < len(embedded)
+    shared = payloads(embedded)["shared"]
+    digest = hashlib.sha256(shared).hexdigest()
+    assert f"shared {digest} blob".encode() in script
+    assert b'BLOB_URL="${PROMENADE_BLOB_URL:-http://127.0.0.1:9000/blobs}"' in script
+    assert (out / "blobs" / digest).read_bytes() == shared

@@ -1,0 +1,84 @@
+"""Gate scenarios: loading, the certificate split of a PKICatalog addition, and the runner on
+real sandbox nodes (stages, checks, failure at the right stage, JUnit, node logs, cleanup)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import xml.etree.ElementTree as ET
+
+import pytest
+import yaml
+
+from promenade.errors import PromenadeError
+from promenade.gates import sandbox
+from promenade.gates.scenario import REPO, Runner, load_scenario, scenario_names, split_certificates
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-nspawn"),
+                                reason="sandbox nodes need root and systemd-container")
+
+
+def test_shipped_scenarios_load():
+    assert {"smoke", "genesis", "resiliency"} <= set(scenario_names())
+    stages = [s["name"] for s in load_scenario("resiliency").spec["stages"]]
+    assert stages.index("join-n3-without-certificates-fails") < stages.index("build-with-n3") < stages.index("join-n3")
+
+
+def test_bad_scenario_names_file_and_path(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("nodes: {n0: 192.168.77.10}\nstages:\n  - {name: x, power_off: [n0], wipe: [n0], bogus: 1}\n")
+    with pytest.raises(PromenadeError) as info:
+        load_scenario(str(path))
+    problem = info.value.problems[0]
+    assert problem.file == str(path) and problem.path == ".stages.0" and "bogus" in problem.message
+
+
+def test_split_moves_only_the_node_own_certificates(tmp_path):
+    addition = split_certificates(os.path.join(REPO, "site"), str(tmp_path / "site"), ["n3"],
+                                  ["n0", "n1", "n2", "n3"])
+    with open(addition, encoding="utf-8") as handle:
+        moved = yaml.safe_load(handle)["data"]["certificate_authorities"]
+    names = sorted(c["document_name"] for ca in moved.values() for c in ca["certificates"])
+    assert names == ["kubelet-n3", "kubernetes-etcd-n3", "kubernetes-etcd-n3-peer"]
+    left = (tmp_path / "site" / "site" / "pki-catalog.yaml").read_text()
+    assert "kubelet-n3" not in left and "kubelet-n2" in left and "apiserver" in left
+
+
+SCENARIO = {
+    "nodes": {"n0": "192.168.77.10", "n1": "192.168.77.11"},
+    "stages": [
+        {"name": "prepare", "exec": {"node": "n0", "command": "echo gate > /root/stage"},
+         "roles": {"n0": "genesis", "n1": "master"}, "checks": ["test_node", "test_kubernetes"]},
+        {"name": "outage", "power_cycle": ["n0", "n1"], "checks": ["test_node"]},
+        {"name": "needs-api", "exec": {"node": "n0", "command": "kubectl get nodes"}, "needs_kubernetes": True},
+        {"name": "breaks", "exec": {"node": "n1", "command": "test -e /root/stage"}},
+        {"name": "never-reached", "exec": {"node": "n0", "command": "true"}},
+    ],
+}
+
+
+@needs_root
+def test_runner_runs_stages_reports_and_fails_at_the_right_stage(tmp_path):
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump(SCENARIO))
+    scenario = load_scenario(str(path))
+    lines = []
+    provider = sandbox.Sandbox(scenario.nodes, progress=lines.append)
+    report = Runner(scenario, provider, str(tmp_path / "out"), progress=lines.append).run()
+
+    assert not report.ok
+    assert [(s.name, s.ok) for s in report.stages] == [
+        ("boot", True), ("prepare", True), ("outage", True), ("needs-api", True), ("breaks", False)]
+    prepare = report.stages[1]
+    assert len(prepare.passed) == 8
+    assert sorted(prepare.skipped) == sorted(f"test_kubernetes::{t}[ssh://{n}]" for n in ("n0", "n1")
+                                             for t in ("test_kubelet_is_active", "test_node_is_ready"))
+    assert "cannot be installed on sandbox nodes" in report.stages[3].skipped["needs-api"]
+    assert "n1: `test -e /root/stage` exited 1" in report.stages[4].message
+
+    suite = ET.parse(os.path.join(report.dir, "junit.xml")).getroot()
+    assert suite.get("tests") == "5" and suite.get("failures") == "1"
+    assert suite.find("testcase[@name='breaks']/failure") is not None
+    assert b"systemd" in (tmp_path / "out/gates/mini/logs/n1.log").read_bytes()
+    assert any("gate mini (sandbox) FAILED" in line for line in lines)
+    assert not os.path.exists(provider.dir) and not sandbox._netns_names(f"pg-{provider.run}-")

@@ -1,0 +1,344 @@
+"""The HTTP server on loopback with a real client: static files, credentials, limits, logging, shutdown."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import http.client
+import http.server
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+import yaml
+
+from doitrun import ROOT
+from promenade import auth
+from promenade.fileio import SECRET_MODE, atomic_write
+
+SCRIPT = b"#!/usr/bin/env bash\nset -euo pipefail\necho join n1\n"
+BLOB = b"shared payload bytes\n" * 100
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``python -m promenade.server`` on a free loopback port, logging to a file."""
+
+    def __init__(self, out, *args, log=None, scheme="http"):
+        self.port = free_port()
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.log_path = log or os.path.join(out, "..", f"server-{self.port}.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "promenade.server", "--out", str(out), "--port", str(self.port), *args],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, **client_options) -> "Server":
+        for _ in range(100):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.read_log()}")
+            try:
+                if httpx.get(f"{self.url}/api/v1.0/health", **client_options).status_code == 204:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server did not start:\n{self.read_log()}")
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status (the server must stop by itself)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=20)
+        finally:
+            self.log.close()
+
+    def read_log(self) -> str:
+        self.log.flush()
+        with open(self.log_path) as handle:
+            return handle.read()
+
+
+def make_build(out) -> dict:
+    """A fake build directory with scripts, private files and blobs; returns the tokens."""
+    os.makedirs(out, mode=0o700)
+    for name in ("join-n1.sh", "join-n2.sh", "validate-n1.sh", "genesis.sh", "validate-cluster.sh"):
+        atomic_write(os.path.join(out, name), SCRIPT.replace(b"n1", name.encode()), SECRET_MODE)
+    atomic_write(os.path.join(out, "certificates.yaml"), "private: key\n", SECRET_MODE)
+    atomic_write(os.path.join(out, "state", "site", "index.json"), '{"documents": []}', SECRET_MODE)
+    atomic_write(os.path.join(out, "cache", "join-scripts", "x.sh"), "cached\n", SECRET_MODE)
+    atomic_write(os.path.join(out, ".doit.db"), "db", SECRET_MODE)
+    atomic_write(os.path.join(out, "blobs", hashlib.sha256(BLOB).hexdigest()), BLOB)
+    os.symlink("/etc/passwd", os.path.join(out, "passwd"))
+    path = auth.write_tokens(str(out), os.path.join(out, "state"), ["n1", "n2"])
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serve") / "build"
+    tokens = make_build(out)
+    return out, tokens
+
+
+@pytest.fixture(scope="module")
+def server(build):
+    out, _tokens = build
+    srv = Server(out, "--design-root", str(out.parent)).wait_ready()
+    yield srv
+    srv.stop()
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_status_json(response, code):
+    assert response.status_code == code
+    body = response.json()
+    assert body["kind"] == "status" and body["status"] == "Failure"
+    assert body["code"].startswith(str(code))
+    assert body["details"]["errorCount"] == len(body["details"]["messageList"]) >= 1
+    return body
+
+
+def test_versions_and_health(server):
+    assert httpx.get(f"{server.url}/versions").json() == {"v1.0": {"path": "/api/v1.0", "status": "stable"}}
+    health = httpx.get(f"{server.url}/api/v1.0/health")
+    assert health.status_code == 204 and health.content == b""
+
+
+def test_node_token_fetches_only_its_own_scripts(server, build):
+    _out, tokens = build
+    n1 = tokens["nodes"]["n1"]
+    own = httpx.get(f"{server.url}/join-n1.sh", headers=bearer(n1))
+    assert own.status_code == 200
+    assert own.headers["content-type"] == "text/x-shellscript"
+    assert own.content == SCRIPT.replace(b"n1", b"join-n1.sh")
+    assert int(own.headers["content-length"]) == len(own.content)
+    assert httpx.get(f"{server.url}/validate-n1.sh", headers=bearer(n1)).status_code == 200
+    assert_status_json(httpx.get(f"{server.url}/join-n2.sh", headers=bearer(n1)), 403)
+    assert_status_json(httpx.get(f"{server.url}/genesis.sh", headers=bearer(n1)), 403)
+    missing = assert_status_json(httpx.get(f"{server.url}/join-n1.sh"), 401)
+    assert "credentials" in missing["message"]
+    forged = n1[:-4] + ("0000" if not n1.endswith("0000") else "1111")
+    assert_status_json(httpx.get(f"{server.url}/join-n1.sh", headers=bearer(forged)), 401)
+    assert_status_json(httpx.get(f"{server.url}/join-n1.sh", headers=bearer("node:n1")), 401)
+
+
+def test_credential_in_query_or_x_auth_token_and_provisioner_reads_all(server, build):
+    _out, tokens = build
+    n2 = tokens["nodes"]["n2"]
+    assert httpx.get(f"{server.url}/join-n2.sh", params={"token": n2}).status_code == 200
+    assert httpx.get(f"{server.url}/join-n2.sh", headers={"X-Auth-Token": n2}).status_code == 200
+    for name in ("join-n1.sh", "join-n2.sh", "genesis.sh", "validate-cluster.sh"):
+        assert httpx.get(f"{server.url}/{name}", headers=bearer(tokens["provisioner"])).status_code == 200
+
+
+def test_blobs_and_listing_are_public(server, build):
+    out, _tokens = build
+    digest = hashlib.sha256(BLOB).hexdigest()
+    blob = httpx.get(f"{server.url}/blobs/{digest}")
+    assert blob.status_code == 200 and blob.content == BLOB
+    assert "immutable" in blob.headers["cache-control"]
+    listing = httpx.get(f"{server.url}/sha256sums")
+    assert listing.headers["content-type"].startswith("text/plain")
+    lines = dict(reversed(line.split("  ")) for line in listing.text.splitlines())
+    assert sorted(lines) == sorted([f"blobs/{digest}", "genesis.sh", "join-n1.sh", "join-n2.sh",
+                                    "validate-cluster.sh", "validate-n1.sh"])
+    for relpath, digest_listed in lines.items():
+        with open(out / relpath, "rb") as handle:
+            assert hashlib.sha256(handle.read()).hexdigest() == digest_listed
+
+
+def raw_get(server, target, headers=()):
+    """A request with the target sent verbatim (no client-side normalisation)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.putrequest("GET", target, skip_accept_encoding=True)
+        for key, value in headers:
+            connection.putheader(key, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("target", [
+    "/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/blobs/..%2f..%2fetc%2fpasswd", "/state/site/index.json",
+    "/cache/join-scripts/x.sh", "/.doit.db", "/certificates.yaml", "/tokens.yaml", "/passwd", "/blobs/",
+    "/blobs//x", "/nonexistent.sh",
+])
+def test_private_or_outside_paths_are_not_found(server, build, target):
+    _out, tokens = build
+    status, body = raw_get(server, target, [("Authorization", f"Bearer {tokens['provisioner']}")])
+    assert status in (400, 404), (target, status)
+    assert b"root:" not in body and b"private" not in body
+    assert json.loads(body)["status"] == "Failure"
+
+
+def test_etag_304_and_head(server, build):
+    _out, tokens = build
+    headers = bearer(tokens["nodes"]["n1"])
+    first = httpx.get(f"{server.url}/join-n1.sh", headers=headers)
+    etag = first.headers["etag"]
+    assert etag == f'"{hashlib.sha256(first.content).hexdigest()}"'
+    cached = httpx.get(f"{server.url}/join-n1.sh", headers={**headers, "If-None-Match": etag})
+    assert cached.status_code == 304 and cached.content == b"" and cached.headers["etag"] == etag
+    stale = httpx.get(f"{server.url}/join-n1.sh", headers={**headers, "If-None-Match": '"other"'})
+    assert stale.status_code == 200
+    head = httpx.head(f"{server.url}/join-n1.sh", headers=headers)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(first.content)) and head.headers["etag"] == etag
+    assert httpx.head(f"{server.url}/join-n1.sh").status_code == 401
+
+
+def test_rebuild_switches_content_atomically(server, build):
+    out, tokens = build
+    headers = bearer(tokens["nodes"]["n2"])
+    before = httpx.get(f"{server.url}/join-n2.sh", headers=headers)
+    new = SCRIPT + b"echo rebuilt\n"
+    atomic_write(str(out / "join-n2.sh"), new, SECRET_MODE)
+    after = httpx.get(f"{server.url}/join-n2.sh", headers=headers)
+    assert after.content == new and after.headers["etag"] != before.headers["etag"]
+    assert httpx.get(f"{server.url}/join-n2.sh",
+                     headers={**headers, "If-None-Match": before.headers["etag"]}).status_code == 200
+
+
+def test_bad_requests_get_clean_status_answers(server, build):
+    _out, tokens = build
+    headers = bearer(tokens["provisioner"])
+    body = assert_status_json(httpx.get(f"{server.url}/join-n1.sh", params={"x": "1"}, headers=headers), 400)
+    assert "unknown query parameter" in body["message"]
+    assert_status_json(httpx.get(f"{server.url}/versions", params={"x": "1"}), 400)
+    assert_status_json(httpx.get(f"{server.url}/join-n1.sh?token=a&token=b"), 400)
+    assert_status_json(httpx.get(f"{server.url}/join-n1.sh", params={"pad": "x" * 9000}), 414)
+    assert_status_json(httpx.get(f"{server.url}/versions", headers={"X-Pad": "x" * 17000}), 431)
+    assert_status_json(httpx.post(f"{server.url}/join-n1.sh", headers=headers), 405)
+    assert_status_json(httpx.delete(f"{server.url}/versions"), 405)
+
+
+def test_access_log_has_one_line_per_request_and_no_token(server, build):
+    _out, tokens = build
+    token = tokens["nodes"]["n1"]
+    marker = f"/join-n1.sh?marker={time.time()}"
+    httpx.get(f"{server.url}/join-n1.sh", params={"token": token})
+    httpx.get(f"{server.url}/join-n2.sh", headers=bearer(token))
+    time.sleep(0.2)
+    log = server.read_log()
+    assert token not in log and token.rsplit(":", 1)[1] not in log
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert records and all(set(r) == {"time", "client", "method", "path", "node", "status", "bytes", "duration_ms"}
+                           for r in records)
+    assert {"path": "/join-n1.sh", "node": "n1", "status": 200, "client": "127.0.0.1"}.items() <= records[-2].items()
+    assert records[-2]["bytes"] == len(SCRIPT.replace(b"n1", b"join-n1.sh"))
+    assert {"path": "/join-n2.sh", "node": "n2", "status": 403}.items() <= records[-1].items()
+    assert marker not in log
+
+
+class SlowDesign(http.server.BaseHTTPRequestHandler):
+    """Answers every GET after a delay, so a request to the server stays in flight."""
+
+    def do_GET(self):
+        time.sleep(1.5)
+        body = b"not: [a design\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_sigterm_finishes_in_flight_requests_and_exits_cleanly(build):
+    out, tokens = build
+    design = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowDesign)
+    threading.Thread(target=design.serve_forever, daemon=True).start()
+    srv = Server(out).wait_ready()
+    try:
+        params = {"design_ref": f"http://127.0.0.1:{design.server_port}/design.yaml", "hostname": "n1",
+                  "ip": "192.168.77.11"}
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.get, f"{srv.url}/api/v1.0/join-scripts", params=params,
+                                  headers=bearer(tokens["provisioner"]), timeout=30)
+            time.sleep(0.5)
+            srv.proc.send_signal(signal.SIGTERM)
+            answer = pending.result()
+        assert answer.status_code == 400 and "YAML" in json.dumps(answer.json())
+        assert srv.stop() == 0
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{srv.url}/versions")
+    finally:
+        design.shutdown()
+        srv.stop()
+
+
+def test_insecure_switch_serves_scripts_without_credentials(build):
+    out, _tokens = build
+    srv = Server(out, "--insecure").wait_ready()
+    try:
+        assert httpx.get(f"{srv.url}/join-n1.sh").status_code == 200
+        assert httpx.get(f"{srv.url}/tokens.yaml").status_code == 404
+    finally:
+        assert srv.stop() == 0
+
+
+def test_refuses_to_start_without_secret_or_build(tmp_path):
+    empty = tmp_path / "build"
+    empty.mkdir()
+    for out, expected in ((empty, "doit tokens"), (tmp_path / "missing", "does not exist")):
+        proc = subprocess.run([sys.executable, "-m", "promenade.server", "--out", str(out), "--port", "1"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tls(build, tmp_path):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    out, tokens = build
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "promenade-test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    trust = ssl.create_default_context(cafile=str(cert_file))
+    srv = Server(out, "--tls-cert", str(cert_file), "--tls-key", str(key_file), scheme="https")
+    try:
+        srv.wait_ready(verify=trust)
+        response = httpx.get(f"{srv.url}/join-n1.sh", headers=bearer(tokens["nodes"]["n1"]), verify=trust)
+        assert response.status_code == 200 and response.content.startswith(b"#!/usr/bin/env bash")
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{srv.port}/versions")
+    finally:
+        assert srv.stop() == 0

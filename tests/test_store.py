@@ -1,0 +1,65 @@
+"""The rendered-document store rewrites only the files whose document changed."""
+
+import os
+
+from promenade import store
+from promenade.documents import parse_stream
+
+SITE = """schema: promenade/KubernetesNode/v1
+metadata: {name: n1, schema: metadata/Document/v1}
+data: {hostname: n1, ip: 192.168.77.11}
+---
+schema: promenade/KubernetesNode/v1
+metadata: {name: n2, schema: metadata/Document/v1}
+data: {hostname: n2, ip: 192.168.77.12}
+---
+schema: deckhand/Certificate/v1
+metadata: {name: c, schema: metadata/Document/v1}
+data: |
+  -----BEGIN CERTIFICATE-----
+  AAAA
+  -----END CERTIFICATE-----
+"""
+
+
+def snapshot(directory):
+    out = {}
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, directory)] = (os.stat(path).st_mtime_ns, open(path, "rb").read())
+    return out
+
+
+def test_only_changed_documents_are_rewritten(tmp_path):
+    target = str(tmp_path / "store")
+    docs = parse_stream(SITE, "site.yaml")
+    assert len(store.write_store(target, docs)) == 3
+    before = snapshot(target)
+    docs[1].raw["data"]["ip"] = "192.168.77.99"
+    changed = store.write_store(target, docs)
+    after = snapshot(target)
+    assert changed == [store.relative_doc_path("promenade/KubernetesNode/v1", "n2")]
+    differing = sorted(k for k in after if after[k] != before[k])
+    assert differing == ["docs/promenade_KubernetesNode_v1/n2.yaml"]
+
+
+def test_round_trip_keeps_provenance_and_pem_literal(tmp_path):
+    target = str(tmp_path / "store")
+    store.write_store(target, parse_stream(SITE, "site.yaml"))
+    cert = store.load_document(target, "deckhand/Certificate/v1", "c")
+    assert cert.data.startswith("-----BEGIN CERTIFICATE-----\n")
+    assert (cert.file, cert.line) == ("site.yaml", 9)
+    text = open(store.doc_path(target, "deckhand/Certificate/v1", "c")).read()
+    assert "data: |" in text
+    assert oct(os.stat(store.doc_path(target, "deckhand/Certificate/v1", "c")).st_mode & 0o777) == "0o600"
+    assert [d.name for d in store.load_documents(target, ["promenade/KubernetesNode/v1"])] == ["n1", "n2"]
+
+
+def test_documents_that_left_are_removed(tmp_path):
+    target = str(tmp_path / "store")
+    docs = parse_stream(SITE, "site.yaml")
+    store.write_store(target, docs)
+    store.write_store(target, docs[:1])
+    assert not os.path.exists(store.doc_path(target, "promenade/KubernetesNode/v1", "n2"))
+    assert [e["name"] for e in store.read_index(target)] == ["n1"]
