@@ -1,8 +1,9 @@
 """The HTTP server: ``build/`` as static files and the original Promenade API, with per-node credentials.
 
-Starlette application run by uvicorn. Static files are read whole from one open file
-descriptor and cached by file identity, so a build that renames new files into place switches
-each file atomically. Scripts need a token (:mod:`promenade.auth`) unless the server runs with
+An ASGI application run by uvicorn: files are served by a lean handler of their own (they are
+nearly all the traffic), the API by Starlette. Files are read whole from one open descriptor
+and cached by file identity, so a build that renames new files into place switches each file
+atomically. Scripts need a token (:mod:`promenade.auth`) unless the server runs with
 ``insecure``. Every error answers in the Airship Status JSON shape, and every request leaves
 one JSON access-log line without its query string (where a token may travel).
 """
@@ -55,7 +56,6 @@ REPEATABLE = {"labels.dynamic", "labels.static"}
 MAX_TARGET = 8192
 MAX_HEADERS = 16384
 MAX_BODY = 65536
-
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,8 @@ class Site:
     def __init__(self, config: ServeConfig):
         self.config = config
         self.root = os.path.realpath(config.out_dir)
-        self.secret = None if config.insecure else auth.load_secret(os.path.join(config.out_dir, "state"))
+        self.verifier = None if config.insecure else auth.Verifier(
+            auth.load_secret(os.path.join(config.out_dir, "state")))
         self.files = FileCache(config.cache_bytes)
         workspace = Workspace(config.workspace or config.out_dir, blob_url=config.blob_url)
         self.designs = Designs(config.design_roots, os.path.join(workspace.directory, "cache"),
@@ -241,10 +242,10 @@ class Site:
 
     def authorize(self, token: str | None, node: str | None) -> None:
         """Check a request's token for a resource of ``node`` (None: provisioner only)."""
-        if self.secret is None:
+        if self.verifier is None:
             return
         try:
-            auth.authorize(self.secret, token, node)
+            self.verifier.authorize(token, node)
         except auth.AuthError as exc:
             raise ApiError(exc.status, str(exc), error_type="Unauthenticated" if exc.status == 401
                            else "Forbidden") from None
@@ -443,10 +444,16 @@ class AccessLog:
         self.stream = stream
         self.pending: list[str] = []
 
-    def add(self, record: dict) -> None:
+    def add(self, scope, status: int, size: int, seconds: float) -> None:
+        """Record one request: time, client, method, path (never the query), node, status, bytes, duration."""
         if not self.pending:
             asyncio.get_running_loop().call_soon(self.flush)
-        self.pending.append(json.dumps(record, separators=(",", ":")))
+        client = (scope.get("client") or ("-",))[0]
+        node = scope["state"].get("node", "-")
+        self.pending.append(
+            f'{{"time":"{time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}","client":{json.dumps(client)},'
+            f'"method":{json.dumps(scope["method"])},"path":{json.dumps(scope["path"])},"node":{json.dumps(node)},'
+            f'"status":{status},"bytes":{size},"duration_ms":{seconds * 1000:.3f}}}')
 
     def flush(self) -> None:
         lines, self.pending = self.pending, []
@@ -492,16 +499,7 @@ class Guard:
             logging.getLogger("promenade.server").exception("unhandled error on %s", scope["path"])
             await _send_parts(tracking_send, *error_parts(unexpected(exc)))
         finally:
-            self.log.add({
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "client": (scope.get("client") or ("-",))[0],
-                "method": scope["method"],
-                "path": scope["path"],
-                "node": scope["state"].get("node", "-"),
-                "status": result["status"],
-                "bytes": result["bytes"],
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            })
+            self.log.add(scope, result["status"], result["bytes"], time.perf_counter() - started)
 
 
 async def _send_parts(send, status: int, headers: dict[str, str], body: bytes) -> None:

@@ -230,3 +230,51 @@ def test_by_reference_join_scripts_fetch_the_shared_blob(fresh):
     assert f"shared {digest} blob".encode() in script
     assert b'BLOB_URL="${PROMENADE_BLOB_URL:-http://127.0.0.1:9000/blobs}"' in script
     assert (out / "blobs" / digest).read_bytes() == shared
+
+
+def test_finished_run_is_recorded_and_not_redone(built):
+    """In a private mount namespace (tmpfs on /var/lib), a finished run writes the marker; reruns stop."""
+    _site, out = built
+    script = str(out / "join-n1.sh")
+    phases = subprocess.run(["bash", script, "--list-phases"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    skip = ",".join(phase for phase in phases if phase != "finish")
+    shell = (f"mount -t tmpfs none /var/lib && bash {script} --skip-phases {skip} && cat /var/lib/prom.done "
+             f"&& bash {script}; echo rc=$?")
+    existed = os.path.exists("/var/lib/prom.done")
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", shell],
+                          capture_output=True, text=True, timeout=60)
+    assert "phase validate-host: skipped" in proc.stderr and "Finished: /var/lib/prom.done written" in proc.stderr
+    assert "records a finished run" in proc.stderr and "nothing to do" in proc.stderr
+    assert proc.stdout.strip().endswith("rc=0")
+    assert os.path.exists("/var/lib/prom.done") == existed  # the host itself was not touched
+
+
+def test_reporter_shows_one_status_line_on_a_terminal():
+    from promenade.tasks.build import BuildReporter
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    class Task:
+        def __init__(self, name, values=None):
+            self.name, self.values, self.actions, self.task_dep = name, values or {}, [object()], []
+
+        def title(self):
+            return self.name
+
+    stream = Terminal()
+    reporter = BuildReporter(stream, {"failure_verbosity": 0})
+    tasks = {name: Task(name, {"scripts": 2}) for name in ("build_node:a", "build_node:b")}
+    tasks["build_prune"] = Task("build_prune", {"removed": 1})
+    reporter.initialize(tasks, list(tasks))
+    reporter.execute_task(tasks["build_node:a"])
+    reporter.add_success(tasks["build_node:a"])
+    reporter.skip_uptodate(tasks["build_node:b"])
+    reporter.execute_task(tasks["build_prune"])
+    reporter.add_success(tasks["build_prune"])
+    reporter.complete_run()
+    text = stream.getvalue()
+    assert "\n.  " not in text and "[3/3] build_prune" in text and text.count("\n") == 2
+    assert "promenade: 2 scripts built, 2 up to date, 1 removed" in text

@@ -123,6 +123,10 @@ def test_renewing_a_ca_reissues_its_certificates_only(site, tmp_path):
     verify_chains(out / "certificates.yaml", site / CATALOG)
     assert certs_tasks(doit("certs", site=site, out=out)) == []
 
+    renewed = certs_tasks(doit("certs_renew", "name=all", site=site, out=out))
+    assert len(renewed) == 22 and "certs:cert-kubelet-n1" in renewed and renewed[-1] == "certs:assemble"
+    assert not [name for name in renewed if name.startswith(("certs:ca-", "certs:keypair-"))]
+
     proc = doit("certs_renew", "name=nope", site=site, out=out, check=False)
     assert proc.returncode != 0 and "no CA, certificate or key pair named nope" in proc.stderr
 

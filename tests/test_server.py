@@ -146,6 +146,9 @@ def test_credential_in_query_or_x_auth_token_and_provisioner_reads_all(server, b
     n2 = tokens["nodes"]["n2"]
     assert httpx.get(f"{server.url}/join-n2.sh", params={"token": n2}).status_code == 200
     assert httpx.get(f"{server.url}/join-n2.sh", headers={"X-Auth-Token": n2}).status_code == 200
+    keystone = {"X-Auth-Token": "gAAAAABkeystone-token"}  # what promenade+http locations send
+    assert httpx.get(f"{server.url}/join-n2.sh", params={"token": n2}, headers=keystone).status_code == 200
+    assert_status_json(httpx.get(f"{server.url}/join-n2.sh", headers=keystone), 401)
     for name in ("join-n1.sh", "join-n2.sh", "genesis.sh", "validate-cluster.sh"):
         assert httpx.get(f"{server.url}/{name}", headers=bearer(tokens["provisioner"])).status_code == 200
 

@@ -149,7 +149,10 @@ def test_join_scripts_bad_input_is_a_400(server, built, change, words):
 
 
 def test_join_scripts_rejects_design_with_that_node_and_names_broken_files(server, built, tmp_path):
-    clash = assert_status_json(join_script(server, node_params(built, design_ref=str(built["site"])),
+    full = built["root"] / "full"
+    shutil.copytree(built["site"], full)
+    shutil.copy(built["out"] / "certificates.yaml", full / "certificates.yaml")
+    clash = assert_status_json(join_script(server, node_params(built, design_ref=str(full)),
                                            built["tokens"]["provisioner"]), 400)
     assert "already has a KubernetesNode named 'n1'" in str(clash["details"]["messageList"])
     broken = built["root"] / "broken"
