@@ -73,17 +73,27 @@ def chart_sources(name: str, charts_dir: str = CHARTS_DIR) -> dict[str, str]:
     return files
 
 
+def assembled_sources(charts_dir: str = CHARTS_DIR) -> dict[str, str]:
+    """Every file of every assembled chart: ``<chart>/<relative path>`` -> source file. This is
+    what the genesis payload carries under ``/etc/genesis/armada/assets/charts/``."""
+    return {os.path.join(name, relative): source
+            for name in chart_names(charts_dir) for relative, source in chart_sources(name, charts_dir).items()}
+
+
+def file_mode(relative: str) -> int:
+    """Mode of an assembled chart file: the anchor programs are executable."""
+    return 0o755 if os.path.dirname(relative).endswith("files") and relative.endswith(".py") else 0o644
+
+
 def bundle(out_dir: str, charts_dir: str = CHARTS_DIR) -> list[str]:
     """Write every assembled chart under ``out_dir/<chart>/``; return the paths written."""
     written = []
-    for name in chart_names(charts_dir):
-        for relative, source in chart_sources(name, charts_dir).items():
-            with open(source, "rb") as handle:
-                data = handle.read()
-            path = os.path.join(out_dir, name, relative)
-            mode = 0o755 if relative.endswith(".py") and relative.startswith("files/") else 0o644
-            if atomic_write(path, data, mode):
-                written.append(path)
+    for relative, source in assembled_sources(charts_dir).items():
+        with open(source, "rb") as handle:
+            data = handle.read()
+        path = os.path.join(out_dir, relative)
+        if atomic_write(path, data, file_mode(relative)):
+            written.append(path)
     return written
 
 

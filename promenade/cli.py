@@ -85,7 +85,7 @@ def build_all(parser: argparse.ArgumentParser) -> Runner:
         from .tasks.render import render_and_validate
 
         config = SiteConfig(render_and_validate(args.files, strict=True).documents)
-        workspace = engine.Workspace()
+        workspace = engine.default_workspace()
         scripts = {"genesis.sh": engine.render_genesis_script(config, workspace=workspace)}
         shared = engine.shared_payload(config, "join", workspace) if config.nodes else None
         for name in config.nodes:

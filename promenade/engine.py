@@ -84,6 +84,12 @@ class Workspace:
         return os.path.join(self.directory, "blobs", digest)
 
 
+@functools.lru_cache(maxsize=None)
+def default_workspace() -> Workspace:
+    """The workspace of callers that pass none (CLI, API): one private directory per process."""
+    return Workspace()
+
+
 @dataclass(frozen=True)
 class Payload:
     """One sealed payload of a script and how the script gets it."""
@@ -254,16 +260,25 @@ def render_script(documents, node: str | None, *, leave_kubectl: bool = False,
                   workspace: Workspace | None = None, shared: bytes | None = None) -> bytes:
     """genesis.sh (``node`` None) or join-<node>.sh; ``shared`` is a prebuilt :func:`shared_payload`."""
     config = _config(documents)
-    workspace = workspace or Workspace()
+    workspace = workspace or default_workspace()
     view = config.for_genesis() if node is None else config.for_node(node)
     if shared is None:
         shared = shared_payload(view, _role(node), workspace)
     by_reference = node is not None and workspace.blob_url is not None
-    payloads = [Payload("node", node_payload(view, node, workspace)),
-                Payload("shared", shared, embedded=not by_reference)]
+    payloads = [Payload("node", node_payload(view, node, workspace)), _shared(shared, not by_reference)]
     if by_reference and not os.path.exists(workspace.blob_path(payloads[1].sha256)):  # content-addressed
         atomic_write(workspace.blob_path(payloads[1].sha256), shared, SECRET_MODE)
     return _node_script(view, node, payloads, leave_kubectl=leave_kubectl, blob_url=workspace.blob_url)
+
+
+_last_shared: list[Payload] = []
+
+
+def _shared(blob: bytes, embedded: bool) -> Payload:
+    """The shared Payload; reused while callers pass the very same bytes object (its base64 is 100+ MB)."""
+    if not (_last_shared and _last_shared[0].blob is blob and _last_shared[0].embedded == embedded):
+        _last_shared[:] = [Payload("shared", blob, embedded)]
+    return _last_shared[0]
 
 
 def render_join_script(documents, node_name: str, *, leave_kubectl: bool = False,

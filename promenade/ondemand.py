@@ -9,6 +9,7 @@ Join scripts are built by the same engine as ``doit build``, from the design plu
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import ipaddress
@@ -26,6 +27,7 @@ from .engine import Workspace, render_join_script
 from .errors import Problem, PromenadeError
 from .fileio import SECRET_MODE, atomic_write, ensure_dir
 from .rendering import render
+from .trees import TEMPLATES_DIR
 from .validation import validate
 
 APISERVER_LABEL = "kubernetes-apiserver=enabled"
@@ -33,6 +35,13 @@ HOSTNAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,250}[A-Za-z0-9])?=([A-Za-z0-9_.-]{0,63})$")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def flag(text: str) -> bool:
+    """``true``/``yes``/``on``/``1`` or ``false``/``no``/``off``/``0``/empty; ValueError otherwise."""
+    if text.lower() not in TRUE + FALSE:
+        raise ValueError(f"{text!r} must be true or false")
+    return text.lower() in TRUE
 
 
 class DesignError(Exception):
@@ -69,14 +78,15 @@ class NodeRequest:
         for label in labels_static + labels_dynamic:
             if not LABEL.match(label):
                 raise ValueError(f"label {label!r} must look like key=value")
-        flag = single.get("leave_kubectl", "false").lower()
-        if flag not in TRUE + FALSE:
-            raise ValueError(f"leave_kubectl {flag!r} must be true or false")
+        try:
+            leave_kubectl = flag(single.get("leave_kubectl", "false"))
+        except ValueError as exc:
+            raise ValueError(f"leave_kubectl {exc}") from None
         return cls(hostname=hostname, ip=single["ip"],
                    external_ip=single.get("external_ip", cls.external_ip),
                    domain=single.get("domain", cls.domain),
                    static_labels=tuple(labels_static), dynamic_labels=tuple(labels_dynamic),
-                   leave_kubectl=flag in TRUE)
+                   leave_kubectl=leave_kubectl)
 
     def key(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -142,10 +152,8 @@ class Designs:
         scheme = parts.scheme.lower().removeprefix("deckhand+")
         if scheme in ("http", "https"):
             return await self._fetch_url(ref.split("+", 1)[1] if ref.lower().startswith("deckhand+") else ref)
-        if scheme == "file":
-            return self._local(unquote(parts.path))
-        if scheme == "":
-            return self._local(ref)
+        if scheme in ("file", ""):
+            return await asyncio.to_thread(self._local, unquote(parts.path) if scheme else ref)
         raise DesignError(f"design_ref scheme {parts.scheme!r} is not supported (use a path, file://, http(s)://)")
 
     def _local(self, path: str) -> Design:
@@ -210,8 +218,20 @@ def render_design(design: Design, node: NodeRequest | None = None) -> list[Docum
     return documents
 
 
+def code_fingerprint() -> str:
+    """Digest of Promenade's modules and templates: a new version never reuses old cached scripts."""
+    digest = hashlib.sha256()
+    package = os.path.dirname(os.path.abspath(__file__))
+    sources = [os.path.join(package, name) for name in os.listdir(package) if name.endswith(".py")]
+    sources += [os.path.join(folder, name) for folder, _dirs, files in os.walk(TEMPLATES_DIR) for name in files]
+    for path in sorted(sources):
+        with open(path, "rb") as handle:
+            digest.update(f"{os.path.relpath(path, package)}\0".encode() + hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()
+
+
 class JoinScripts:
-    """On-demand join scripts, cached on disk by design hash and parameters.
+    """On-demand join scripts, cached on disk by design hash, parameters and code version.
 
     ``workspace`` is the engine's (downloads, ciphertexts, blobs); the scripts are cached in its
     ``cache/join-scripts/``.
@@ -220,9 +240,10 @@ class JoinScripts:
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
         self.cache_dir = os.path.join(workspace.directory, "cache", "join-scripts")
+        self.code = code_fingerprint()
 
     def path(self, design: Design, node: NodeRequest) -> str:
-        key = hashlib.sha256(f"{design.digest}\0{node.key()}".encode()).hexdigest()
+        key = hashlib.sha256(f"{self.code}\0{design.digest}\0{node.key()}".encode()).hexdigest()
         return os.path.join(self.cache_dir, f"{key}.sh")
 
     def build(self, design: Design, node: NodeRequest) -> str:

@@ -39,7 +39,7 @@ from starlette.routing import Route
 from . import auth
 from .engine import Workspace
 from .errors import Problem, PromenadeError
-from .ondemand import DesignError, Designs, JoinScripts, NodeRequest, render_design
+from .ondemand import DesignError, Designs, JoinScripts, NodeRequest, flag, render_design
 
 CONFIG_ENV = "PROMENADE_SERVE_CONFIG"
 API = "/api/v1.0"
@@ -153,9 +153,9 @@ class FileCache:
         self.entries: OrderedDict[str, FileEntry] = OrderedDict()
 
     def get(self, path: str) -> FileEntry | None:
-        """The file's current content, or None if it is not a regular file."""
+        """The file's current content, or None if it is not a regular file (symlinks included)."""
         try:
-            info = os.stat(path)
+            info = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
         if not stat.S_ISREG(info.st_mode):
@@ -165,10 +165,10 @@ class FileCache:
             self.entries.move_to_end(path)
             return entry
         try:
-            with open(path, "rb") as handle:
+            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
                 info = os.fstat(handle.fileno())
                 body = handle.read()
-        except FileNotFoundError:
+        except OSError:  # vanished, a directory, or a symlink (ELOOP)
             return None
         entry = FileEntry(_identity(info), body, f'"{hashlib.sha256(body).hexdigest()}"')
         self._store(path, entry)
@@ -257,14 +257,14 @@ class Site:
         if hidden or parts[0] in PRIVATE_DIRS or relpath in PRIVATE_FILES:
             raise ApiError(404, "not found", error_type="NotFound")
         path = self.root
-        for part in parts:  # the build writes no symlinks: refusing them keeps every path inside
+        for part in parts[:-1]:  # the build writes no symlinks: refusing them keeps every path inside
             path = os.path.join(path, part)
             try:
-                if stat.S_ISLNK(os.lstat(path).st_mode):
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
                     raise ApiError(404, "not found", error_type="NotFound")
             except (FileNotFoundError, NotADirectoryError):
                 raise ApiError(404, "not found", error_type="NotFound") from None
-        return path
+        return os.path.join(path, parts[-1])  # FileCache.get refuses a symlink here
 
     def servable(self) -> list[tuple[str, str]]:
         """Every file the server hands out (those :meth:`resolve` accepts): sorted (relative path, path)."""
@@ -478,28 +478,37 @@ class Guard:
             return await self.api(scope, receive, send)
         started = time.perf_counter()
         scope.setdefault("state", {})
-        result = {"status": 500, "bytes": 0}
+        result = [500, 0]  # status, body bytes: what the access log records
 
         async def tracking_send(message):
             if message["type"] == "http.response.start":
-                result["status"] = message["status"]
+                result[0] = message["status"]
             elif message["type"] == "http.response.body":
-                result["bytes"] += len(message.get("body", b""))
+                result[1] += len(message.get("body", b""))
             await send(message)
 
         try:
-            _check_size(scope)
-            if scope["path"].startswith(API_PREFIXES):
+            parts = self.direct_answer(scope)
+            if parts is None:
                 await self.api(scope, receive, tracking_send)
             else:
-                await _send_parts(tracking_send, *static_file(self.site, scope))
-        except ApiError as error:
-            await _send_parts(tracking_send, *error_parts(error))
-        except Exception as exc:  # the API's errors are answered by Starlette; this covers files
-            logging.getLogger("promenade.server").exception("unhandled error on %s", scope["path"])
-            await _send_parts(tracking_send, *error_parts(unexpected(exc)))
+                result[:] = parts[0], len(parts[2])
+                await _send_parts(send, *parts)
         finally:
-            self.log.add(scope, result["status"], result["bytes"], time.perf_counter() - started)
+            self.log.add(scope, result[0], result[1], time.perf_counter() - started)
+
+    def direct_answer(self, scope) -> tuple[int, dict[str, str], bytes] | None:
+        """The answer to a file request or to a request over the limits; None for the API."""
+        try:
+            _check_size(scope)
+            if scope["path"].startswith(API_PREFIXES):
+                return None
+            return static_file(self.site, scope)
+        except ApiError as error:
+            return error_parts(error)
+        except Exception as exc:  # the API's own errors are answered by Starlette
+            logging.getLogger("promenade.server").exception("unhandled error on %s", scope["path"])
+            return error_parts(unexpected(exc))
 
 
 async def _send_parts(send, status: int, headers: dict[str, str], body: bytes) -> None:
@@ -586,7 +595,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", help="PEM certificate (chain) file: serve HTTPS")
     parser.add_argument("--tls-key", help="PEM private key file for --tls-cert")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--insecure", action="store_true", help="serve scripts without credentials (labs only)")
+    parser.add_argument("--insecure", nargs="?", const="true", default="false", type=flag,
+                        help="serve scripts without credentials (labs only)")
 
 
 def run(args: argparse.Namespace) -> None:

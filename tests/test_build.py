@@ -56,8 +56,7 @@ def scripts_built(proc) -> list[str]:
 def built(tmp_path_factory):
     """The embedded site copied to a temporary directory and built once."""
     base = tmp_path_factory.mktemp("build")
-    site = base / "site"
-    shutil.copytree(os.path.join(ROOT, "site"), site)
+    site = copy_site(base / "site")
     out = base / "out"
     build(site, out)
     return site, out
@@ -116,10 +115,28 @@ def _edit(path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def copy_site(target):
+    """The embedded site copied to ``target``, with ECDSA keys (much faster to generate than RSA)."""
+    shutil.copytree(os.path.join(ROOT, "site"), target)
+    for path in target.rglob("*.yaml"):
+        text = path.read_text()
+        if "schema: promenade/PKICatalog/v1" in text and "key_algorithm" not in text:
+            path.write_text(text.replace("\ndata:\n", "\ndata:\n  key_algorithm: ecdsa-p256\n"))
+    return target
+
+
+def schema_file(site, schema: str, name: str):
+    """The site file holding document ``schema`` / ``name``."""
+    for path in sorted(site.rglob("*.yaml")):
+        text = path.read_text()
+        if f"schema: {schema}\n" in text and f"\n  name: {name}\n" in text:
+            return path
+    raise AssertionError(f"no file defines {schema} {name}")
+
+
 @pytest.fixture
 def fresh(tmp_path):
-    site = tmp_path / "site"
-    shutil.copytree(os.path.join(ROOT, "site"), site)
+    site = copy_site(tmp_path / "site")
     out = tmp_path / "out"
     build(site, out)
     return site, out
@@ -128,8 +145,8 @@ def fresh(tmp_path):
 def test_relabel_rebuilds_only_that_node(fresh):
     site, out = fresh
     before = outputs(out)
-    _edit(site / "site" / "nodes.yaml", "  hostname: n1\n",
-          "  hostname: n1\n  labels:\n    dynamic:\n      - relabelled=true\n")
+    _edit(schema_file(site, "promenade/KubernetesNode/v1", "n1"), "    dynamic:\n",
+          "    dynamic:\n      - relabelled=true\n")
     proc = build(site, out)
     assert scripts_built(proc) == ["build_node:n1"]
     after = outputs(out)
@@ -142,7 +159,7 @@ def test_relabel_rebuilds_only_that_node(fresh):
 def test_shared_document_change_rebuilds_every_node(fresh):
     site, out = fresh
     before = outputs(out)
-    _edit(site / "global" / "kubelet.yaml", "    - --v=2\n", "    - --v=3\n")
+    _edit(schema_file(site, "promenade/Kubelet/v1", "kubelet"), "\n  arguments:\n", "\n  arguments:\n    - --v=7\n")
     proc = build(site, out)
     assert set(scripts_built(proc)) == {"build_genesis", "build_node:n1", "build_node:n2", "build_node:n3",
                                         "build_cluster"}
@@ -153,10 +170,11 @@ def test_shared_document_change_rebuilds_every_node(fresh):
 
 def test_removing_a_node_removes_its_scripts(fresh):
     site, out = fresh
-    nodes = site / "site" / "nodes.yaml"
-    text = nodes.read_text()
-    nodes.write_text(text[:text.index("---\nschema: promenade/KubernetesNode/v1\nmetadata:\n  schema: metadata/"
-                                      "Document/v1\n  name: n3\n")])
+    path = schema_file(site, "promenade/KubernetesNode/v1", "n3")
+    documents = path.read_text().split("\n---\n")
+    kept = [doc for doc in documents if not ("promenade/KubernetesNode/v1" in doc and "\n  name: n3\n" in doc)]
+    assert len(kept) == len(documents) - 1
+    path.write_text("\n---\n".join(kept))
     proc = build(site, out)
     assert "1 removed" in proc.stdout or "2 removed" in proc.stdout
     assert not (out / "join-n3.sh").exists() and not (out / "validate-n3.sh").exists()
@@ -176,7 +194,7 @@ def test_rebuild_from_scratch_is_byte_identical(fresh, tmp_path):
 
 def test_missing_encryption_key_is_a_clear_error(fresh):
     site, out = fresh
-    _edit(site / "global" / "encryption-policy.yaml", "\ndata:\n", "\ndata:\n  scripts:\n    join:\n      gpg: {}\n")
+    _edit(schema_file(site, "promenade/EncryptionPolicy/v1", "encryption-policy"), "\ndata:\n", "\ndata:\n  scripts:\n    join:\n      gpg: {}\n")
     env = {"PROMENADE_ENCRYPTION_KEY": ""}
     proc = build(site, out, env=env, check=False)
     assert proc.returncode != 0
@@ -186,7 +204,7 @@ def test_missing_encryption_key_is_a_clear_error(fresh):
 
 def test_encrypted_join_payload_decrypts_with_gpg(fresh, tmp_path):
     site, out = fresh
-    _edit(site / "global" / "encryption-policy.yaml", "\ndata:\n", "\ndata:\n  scripts:\n    join:\n      gpg: {}\n")
+    _edit(schema_file(site, "promenade/EncryptionPolicy/v1", "encryption-policy"), "\ndata:\n", "\ndata:\n  scripts:\n    join:\n      gpg: {}\n")
     key = "correct horse battery staple"
     build(site, out, env={"PROMENADE_ENCRYPTION_KEY": key})
     script = (out / "join-n1.sh").read_bytes()

@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from doitrun import doit, executed
 from promenade import charts
 from sitefixtures import embedded_site
 
@@ -201,3 +202,11 @@ def test_bundle_adds_anchor_programs_and_library(tmp_path):
     assert not (tmp_path / "coredns/files").exists() and not (tmp_path / "scheduler/files/etcd_anchor.py").exists()
     assert stat.S_IMODE((tmp_path / "haproxy/files/anchor.py").stat().st_mode) == 0o755
     assert written and charts.bundle(str(tmp_path)) == []  # deterministic: nothing rewritten
+
+
+def test_doit_charts_assembles_once(tmp_path):
+    out = tmp_path / "build"
+    assert executed(doit("charts", out=out)) == ["charts"]
+    assert (out / "charts/etcd/files/etcd_anchor.py").exists()
+    assert (out / "charts/scheduler/charts/anchor-lib/Chart.yaml").exists()
+    assert executed(doit("charts", out=out)) == []

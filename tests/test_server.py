@@ -303,13 +303,20 @@ def test_insecure_switch_serves_scripts_without_credentials(build):
         assert srv.stop() == 0
 
 
-def test_refuses_to_start_without_secret_or_build(tmp_path):
+@pytest.mark.parametrize("command", [["-m", "promenade.server"], ["-m", "promenade.cli", "serve"]])
+def test_refuses_to_start_without_secret_or_build(tmp_path, command):
     empty = tmp_path / "build"
     empty.mkdir()
     for out, expected in ((empty, "doit tokens"), (tmp_path / "missing", "does not exist")):
-        proc = subprocess.run([sys.executable, "-m", "promenade.server", "--out", str(out), "--port", "1"],
+        proc = subprocess.run([sys.executable, *command, "--out", str(out), "--port", "1"],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_malformed_http_gets_a_400(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        assert sock.recv(64).startswith(b"HTTP/1.1 400")
 
 
 def test_tls(build, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -294,7 +295,6 @@ def test_proxy_settings_appear_only_with_a_proxy(config, trees):
 
 
 def test_docker_and_containerd_configuration(config, trees):
-    import json
     daemon = json.loads(trees["n1"]["/etc/docker/daemon.json"].data)
     assert daemon == config.docker["config"]
     toml = _text(trees["n1"], "/etc/containerd/config.toml")
@@ -320,6 +320,98 @@ def test_teardown_knows_the_node_and_its_etcd_membership(trees):
     teardown = _text(trees["n2"], "/usr/local/bin/promenade-teardown")
     assert "NODE=n2\n" in teardown and "ETCD_MEMBER=yes\n" in teardown
     assert "kubernetes-etcd- " in teardown and "set -euo pipefail" in teardown
+
+
+FAKE_COMMANDS = {  # stand-ins for the cluster tools; every call is logged to $CALLS
+    "kubectl": """case "$*" in
+  *"get node"*) [[ -e "$STATE/registered" ]] ;;
+  *"delete node"*) rm -f "$STATE/registered" ;;
+esac""",
+    "etcdctl": """case "$*" in
+  *"member list"*) if [[ -e "$STATE/member" ]]; then
+      echo "1f2e, started, n1, https://192.168.77.11:2380, https://192.168.77.11:2379, false"
+      echo "8e9e, started, n2, https://192.168.77.12:2380, https://192.168.77.12:2379, false"; fi ;;
+  *"member remove"*) rm -f "$STATE/member" ;;
+esac""",
+    "systemctl": "true",
+    "crictl": "true",
+}
+
+
+def test_teardown_leaves_the_cluster_in_order_and_is_idempotent(trees, tmp_path):
+    root, state, fake = tmp_path / "root", tmp_path / "state", tmp_path / "bin"
+    for directory in (root / "etc/kubernetes/manifests", root / "etc/kubernetes/admin", root / "var/lib/etcd/kubernetes",
+                      state, fake):
+        directory.mkdir(parents=True)
+    for name in ("haproxy.yaml", "etcd.yaml", "apiserver.yaml"):
+        (root / "etc/kubernetes/manifests" / name).write_text("kind: Pod\n")
+    (root / "etc/kubernetes/admin/kubeconfig.yaml").write_text("kind: Config\n")
+    (state / "registered").touch()
+    (state / "member").touch()
+    for name, body in FAKE_COMMANDS.items():
+        (fake / name).write_text(f'#!/bin/bash\necho "{name} $*" >>"$CALLS"\n{body}\n')
+        (fake / name).chmod(0o755)
+    script = tmp_path / "promenade-teardown"
+    script.write_bytes(trees["n2"]["/usr/local/bin/promenade-teardown"].data)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "PROMENADE_ROOT": str(root), "STATE": str(state),
+           "CALLS": str(tmp_path / "calls")}
+
+    subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True, timeout=60)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert [call.split()[0] + " " + call.split()[1] for call in calls] == [
+        "kubectl --request-timeout=10s", "kubectl drain", "kubectl label", "etcdctl --command-timeout=10s",
+        "etcdctl --command-timeout=30s", "systemctl disable", "kubectl --request-timeout=10s", "kubectl delete",
+        "crictl rmp"]
+    assert calls[2].startswith("kubectl label node n2 coredns- kubernetes-apiserver-")
+    assert calls[4] == "etcdctl --command-timeout=30s member remove 8e9e"
+    assert not list((root / "etc/kubernetes/manifests").iterdir())
+    assert not (root / "var/lib/etcd/kubernetes").exists()
+
+    (tmp_path / "calls").unlink()
+    subprocess.run(["bash", str(script)], env=env, check=True, capture_output=True, timeout=60)
+    again = (tmp_path / "calls").read_text()
+    assert "drain" not in again and "member remove" not in again and "delete node" not in again
+
+
+FAKE_ETCDCTL = """#!/bin/sh
+echo "etcdctl $*" >>"$CALLS"
+case "$*" in
+  *"member list"*) cat "$STATE/members" ;;
+  *"endpoint status"*) while read -r id status name peer client learner; do
+      leader=false; [ "$id" = "$(cat "$STATE/leader")," ] && leader=true
+      echo "${client%,}, ${id%,}, 3.5.16, 20 kB, $leader, false, 2, 9, 9, "; done <"$STATE/members" ;;
+  *move-leader*) echo "${3}" >"$STATE/leader" ;;
+  *"member remove"*) grep -v "^$3," "$STATE/members" >"$STATE/rest"; mv "$STATE/rest" "$STATE/members" ;;
+esac
+"""
+
+
+def test_auxiliary_monitor_hands_over_leadership_then_removes_the_auxiliary_members(trees, tmp_path):
+    state, fake, data = tmp_path / "state", tmp_path / "bin", tmp_path / "etcd"
+    for directory in (state, fake, data / "auxiliary-0", data / "auxiliary-1", data / "kubernetes"):
+        directory.mkdir(parents=True)
+    members = [("a0", "auxiliary-0", 12379), ("a1", "auxiliary-1", 22379), ("m0", "n0", 2379),
+               ("m1", "n1", 2379), ("m2", "n2", 2379)]
+    (state / "members").write_text("".join(
+        f"{id_}, started, {name}, https://10.0.0.{i}:{port + 1}, https://10.0.0.{i}:{port}, false\n"
+        for i, (id_, name, port) in enumerate(members)))
+    (state / "leader").write_text("a0\n")
+    (fake / "etcdctl").write_text(FAKE_ETCDCTL)
+    (fake / "etcdctl").chmod(0o755)
+    manifest = tmp_path / "auxiliary-kubernetes-etcd.yaml"
+    manifest.write_text("kind: Pod\n")
+    script = tmp_path / "monitor.sh"
+    script.write_bytes(trees[None]["/etc/genesis/etcd/auxiliary-monitor.sh"].data)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "STATE": str(state), "CALLS": str(tmp_path / "calls"),
+           "AUXILIARY_MANIFEST": str(manifest), "ETCD_DATA_ROOT": str(data), "MONITOR_INTERVAL": "1"}
+    subprocess.run(["sh", str(script)], env=env, check=True, capture_output=True, timeout=60)
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert "etcdctl --endpoints=https://10.0.0.0:12379 move-leader m0" in calls
+    assert calls.index("etcdctl --endpoints=https://10.0.0.0:12379 move-leader m0") < calls.index(
+        "etcdctl member remove a0") < calls.index("etcdctl member remove a1")
+    assert [line.split(",")[0] for line in (state / "members").read_text().splitlines()] == ["m0", "m1", "m2"]
+    assert sorted(path.name for path in data.iterdir()) == ["kubernetes"]
+    assert not manifest.exists()
 
 
 def test_debug_report_collects_a_tarball(trees, tmp_path):

@@ -233,6 +233,15 @@ class MemberAnchor:
         return now - since[key] > self.args.unhealthy_seconds
 
     # --- pieces -----------------------------------------------------------------------
+    def members(self) -> list[Member]:
+        """The member list; later requests go to the started voting members (learners refuse
+        most requests, such as ``member promote``)."""
+        members = self.ctl.members()
+        voters = [url for m in members if m.started and not m.learner for url in m.client_urls]
+        if voters:
+            self.ctl.endpoints = voters
+        return members
+
     def find_self(self, members: list[Member]) -> Member | None:
         """This host's member (by peer URL), named even before it started."""
         me = next((m for m in members if self.args.peer_url in m.peer_urls), None)
@@ -267,10 +276,10 @@ class MemberAnchor:
         retry(lambda: self.ctl.run("member", "add", self.args.name, f"--peer-urls={self.args.peer_url}", "--learner"),
               f"add {self.args.name} as learner", self.args.retry_seconds)
         anchor.log(f"added {self.args.name} ({self.args.peer_url}) as learner")
-        return self.ctl.members()
+        return self.members()
 
     def remove(self, member: Member, why: str) -> None:
-        others = [u for m in self.ctl.members() if m.id != member.id and m.started for u in m.client_urls]
+        others = [u for m in self.members() if m.id != member.id and m.started and not m.learner for u in m.client_urls]
         try:
             retry(lambda: self.ctl.run("member", "remove", member.hex_id, endpoints=others or None),
                   f"remove {member.label()}", self.args.retry_seconds)
@@ -298,7 +307,7 @@ class MemberAnchor:
         if self.values:
             anchor.sync(self.values, self.context, self.args.templates, self.args.root)
         now = time.time()
-        members = self.ctl.members()
+        members = self.members()
         me = self.find_self(members)
         if me is not None and self.overdue("self", not me.started, now):
             self.remove(me, f"did not start within {self.args.unhealthy_seconds:g}s")
@@ -310,7 +319,7 @@ class MemberAnchor:
         if me.learner and me.started:
             retry(lambda: self.ctl.run("member", "promote", me.hex_id), f"promote {me.name}", self.args.retry_seconds)
             anchor.log(f"promoted {me.name} to voting member")
-            members = self.ctl.members()
+            members = self.members()
             me = self.find_self(members)
         if me.started and not me.learner:
             members = self.remove_unhealthy(members, me, now)
@@ -330,7 +339,7 @@ class MemberAnchor:
                 self.remove(member, f"unhealthy for more than {self.args.unhealthy_seconds:g}s")
                 since.pop(member.hex_id, None)
                 changed = True
-        return self.ctl.members() if changed else members
+        return self.members() if changed else members
 
     def remove_auxiliaries(self, members: list[Member]) -> None:
         auxiliaries = [m for m in members if m.auxiliary]
@@ -348,7 +357,7 @@ class MemberAnchor:
                 anchor.log(f"removed {path}")
 
     def remove_self(self) -> None:
-        members = self.ctl.members()
+        members = self.members()
         me = self.find_self(members)
         if me is not None:
             voters = [m for m in members if m.id != me.id and m.started and not m.learner]

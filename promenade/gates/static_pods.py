@@ -7,7 +7,9 @@ the container's ``command`` + ``args`` with the Debian binary of the same name (
 ``etcd``, ``haproxy``), the container's ``env`` (``$(VAR)`` expanded, ``status.podIP`` and
 ``spec.nodeName`` resolved for ``hostNetwork`` pods) and its ``hostPath`` volumes bind-mounted
 at their ``mountPath`` (systemd ``BindPaths=``). Images, probes, resources and security
-contexts are ignored. Units live in ``/run/systemd/system``, so after a reboot they are
+contexts are ignored. The sandbox cannot raise RLIMIT_NOFILE (no CAP_SYS_RESOURCE), so units get the
+node's hard limit and haproxy's connection limit is capped to fit it (``-n``, which takes
+precedence over the configuration's ``maxconn``). Units live in ``/run/systemd/system``, so after a reboot they are
 recreated from the manifests, as a kubelet would restart static pods.
 
 Installed by the sandbox provider with a ``.path`` unit that re-runs it whenever the manifests
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shlex
 import shutil
 import socket
@@ -66,16 +69,24 @@ def _read(path: str) -> str:
         return handle.read()
 
 
-def unit_for(pod: dict, container: dict) -> str:
-    """The systemd unit text that runs one container of a static pod."""
+def unit_for(pod: dict, container: dict) -> str | None:
+    """The systemd unit text that runs one container of a static pod, or None when its
+    program is not installed on this node (kube-apiserver and friends never are)."""
     env = _env(container)
     argv = [VAR.sub(lambda m: env.get(m.group(1), m.group(0)), str(a))
             for a in (container.get("command") or []) + (container.get("args") or [])]
     if not argv:
         raise ValueError(f"container {container['name']} has no command")
-    argv[0] = shutil.which(os.path.basename(argv[0])) or argv[0]
+    program = shutil.which(os.path.basename(argv[0]))
+    if program is None:
+        return None
+    argv[0] = program
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if os.path.basename(program) == "haproxy":
+        argv[1:1] = ["-n", str(files // 2 - 300)]
     lines = ["[Unit]", f"Description=static pod {pod['metadata']['name']} container {container['name']}",
-             "[Service]", f"ExecStart={shlex.join(argv)}", "Restart=always", "RestartSec=2"]
+             "[Service]", f"ExecStart={shlex.join(argv)}", "Restart=always", "RestartSec=2",
+             f"LimitNOFILE={files}"]
     lines += [f"Environment={shlex.quote(f'{k}={v}')}" for k, v in sorted(env.items())]
     lines += _binds(pod, container)
     if container.get("workingDir"):
@@ -84,7 +95,7 @@ def unit_for(pod: dict, container: dict) -> str:
 
 
 def desired_units(manifest_dir: str) -> dict[str, str]:
-    """Unit name -> text for every container of every manifest in ``manifest_dir``."""
+    """Unit name -> text for every runnable container of every manifest in ``manifest_dir``."""
     units = {}
     for entry in sorted(os.listdir(manifest_dir)) if os.path.isdir(manifest_dir) else []:
         if not entry.endswith((".yaml", ".yml", ".json")):
@@ -94,7 +105,12 @@ def desired_units(manifest_dir: str) -> dict[str, str]:
         if not isinstance(pod, dict) or pod.get("kind") != "Pod":
             continue
         for container in pod["spec"].get("containers") or []:
-            units[f"{PREFIX}{pod['metadata']['name']}-{container['name']}.service"] = unit_for(pod, container)
+            unit = unit_for(pod, container)
+            if unit is None:
+                print(f"static pods: {entry}: {container['name']} not runnable here "
+                      f"({(container.get('command') or ['?'])[0]} is not installed)", file=sys.stderr)
+                continue
+            units[f"{PREFIX}{pod['metadata']['name']}-{container['name']}.service"] = unit
     return units
 
 
@@ -117,9 +133,9 @@ def sync(manifest_dir: str = MANIFESTS) -> None:
             os.unlink(os.path.join(UNIT_DIR, name))
     subprocess.run(["systemctl", "daemon-reload"], check=True)
     if changed:
-        subprocess.run(["systemctl", "restart", *changed], check=False)
+        subprocess.run(["systemctl", "--no-block", "restart", *changed], check=False)
     if wanted:
-        subprocess.run(["systemctl", "start", *sorted(wanted)], check=False)
+        subprocess.run(["systemctl", "--no-block", "start", *sorted(wanted)], check=False)
     for name in changed + removed:
         print(f"static pods: {'removed' if name in removed else 'started'} {name}", file=sys.stderr)
 

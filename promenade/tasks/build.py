@@ -246,7 +246,7 @@ def task_build_shared():
 
 @create_after(executed="build_plan")
 def task_build_genesis():
-    """genesis.sh and validate-genesis.sh."""
+    """Write genesis.sh and validate-genesis.sh."""
     store_dir = rendered_dir()
     common = _plan()["common"]
     return {
@@ -260,7 +260,7 @@ def task_build_genesis():
 
 @create_after(executed="build_plan")
 def task_build_node():
-    """join-<node>.sh and validate-<node>.sh, one task per KubernetesNode."""
+    """Write join-<node>.sh and validate-<node>.sh, one task per KubernetesNode."""
     store_dir = rendered_dir()
     plan = _plan()
     index = store.read_index(store_dir)
@@ -278,7 +278,7 @@ def task_build_node():
 
 @create_after(executed="build_plan")
 def task_build_cluster():
-    """validate-cluster.sh."""
+    """Write validate-cluster.sh."""
     return {
         "actions": [(make_cluster, [rendered_dir(), _plan()["common"]])],
         "file_dep": [stamp_path()],

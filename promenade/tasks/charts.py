@@ -21,19 +21,13 @@ def charts_out() -> str:
     return os.path.join(out_dir(), "charts")
 
 
-def _layout() -> dict[str, str]:
-    """Assembled chart file -> its source, for every chart."""
-    return {os.path.join(charts_out(), name, relative): source
-            for name in charts.chart_names() for relative, source in charts.chart_sources(name).items()}
-
-
 def _assemble(destination: str) -> None:
     charts.bundle(destination)
 
 
 def task_charts():
     """Assemble the Helm charts with their anchor programs into <out>/charts/."""
-    layout = _layout()
+    layout = {os.path.join(charts_out(), relative): source for relative, source in charts.assembled_sources().items()}
     return {
         "actions": [(_assemble, [charts_out()])],
         "file_dep": sorted(set(layout.values())),

@@ -102,6 +102,7 @@ def task_render_final():
         "doc": doc,
         "actions": [(_render_store, [inputs, True, target])],
         "file_dep": inputs,
+        "task_dep": ["certs"],  # certificates.yaml comes from tasks created once the site is rendered
         "targets": [store.index_path(target)],
         "clean": True,
     }

@@ -19,13 +19,6 @@ from .options import out_dir, site_dir, state_dir
 from .reporting import user_errors
 from .render import SITE_STORE
 
-TRUE = ("1", "true", "yes", "on")
-
-
-def insecure() -> bool:
-    """``insecure=true``: serve scripts without credentials (labs only)."""
-    return get_var("insecure", "false").lower() in TRUE
-
 
 @user_errors
 def _write_tokens(site_store: str) -> None:
@@ -55,19 +48,16 @@ def _serve(argv: list[str]) -> None:
 
 def task_serve():
     """Serve the build directory and the join-scripts API over HTTP(S) until SIGTERM."""
-    lab = insecure()
     argv = ["--host", get_var("host", "127.0.0.1"), "--port", get_var("port", "9000"), "--out", out_dir(),
-            "--workers", get_var("workers", "1")]
+            "--workers", get_var("workers", "1"), "--insecure", get_var("insecure", "false")]
     for root in [site_dir()] + [path for path in get_var("designs", "").split(",") if path]:
         argv += ["--design-root", root]
     for option in ("tls_cert", "tls_key", "blob_url"):
         if get_var(option, ""):
             argv += ["--" + option.replace("_", "-"), get_var(option, "")]
-    if lab:
-        argv.append("--insecure")
     return {
         "actions": [(_serve, [argv])],
-        "task_dep": [] if lab else ["tokens"],
+        "task_dep": ["tokens"],
         "uptodate": [False],
         "verbosity": 2,
     }

@@ -7,7 +7,8 @@ set -eu
 
 THRESHOLD=${AUXILIARY_THRESHOLD:-3}
 INTERVAL=${MONITOR_INTERVAL:-30}
-MANIFEST=/etc/kubernetes/manifests/auxiliary-kubernetes-etcd.yaml
+MANIFEST=${AUXILIARY_MANIFEST:-/etc/kubernetes/manifests/auxiliary-kubernetes-etcd.yaml}
+DATA=${ETCD_DATA_ROOT:-/var/lib/etcd}
 
 # `etcdctl member list` lines: ID, STATUS, NAME, PEER ADDRS, CLIENT ADDRS, IS LEARNER
 started_members() {
@@ -20,14 +21,16 @@ while [ "$(started_members | wc -l)" -lt "$THRESHOLD" ]; do
 done
 
 for name in auxiliary-0 auxiliary-1; do
-    member=$(etcdctl member list | awk -F', ' -v name="$name" '$3 == name { print $1 }')
+    members=$(etcdctl member list)
+    member=$(printf '%s\n' "$members" | awk -F', ' -v name="$name" '$3 == name { print $1 }')
     [ -n "$member" ] || continue
     # `endpoint status` lines: ENDPOINT, ID, VERSION, DB SIZE, IS LEADER, ...
-    leader=$(etcdctl endpoint status --cluster | awk -F', ' '$5 == "true" { print $1 " " $2 }')
+    status=$(etcdctl endpoint status --cluster 2>/dev/null) || true
+    leader=$(printf '%s\n' "$status" | awk -F', ' '$5 == "true" { print $1 " " $2 }')
     if [ "${leader#* }" = "$member" ]; then
         etcdctl --endpoints="${leader%% *}" move-leader "$(started_members | head -n 1)"
     fi
     etcdctl member remove "$member"
 done
-rm -rf /var/lib/etcd/auxiliary-0 /var/lib/etcd/auxiliary-1
+rm -rf "$DATA/auxiliary-0" "$DATA/auxiliary-1"
 rm -f "$MANIFEST"
