@@ -15,10 +15,10 @@ unchanged payload reuses the same ciphertext bytes.
 from __future__ import annotations
 
 import atexit
+import functools
 import gzip
 import hashlib
 import hmac
-import io
 import os
 import subprocess
 import tarfile
@@ -64,41 +64,48 @@ def _sort_key(name: str) -> list[str]:
     return name.split("/")
 
 
-def write_tar_gz(entries: Iterable, fileobj, *, mtime: int | None = None) -> None:
-    """Write the deterministic tar.gz of ``entries`` to the binary ``fileobj``."""
+@functools.lru_cache(maxsize=8192)
+def _header(name: str, kind: bytes, mode: int, size: int, linkname: str, mtime: int) -> bytes:
+    """The tar header block(s) of one member, made by :mod:`tarfile` (cached: most repeat per node)."""
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.linkname, info.mtime = kind, mode, size, linkname, mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+
+
+def tar_bytes(entries: Iterable, *, mtime: int | None = None) -> bytes:
+    """The uncompressed deterministic tar of ``entries``, laid out exactly as :mod:`tarfile` writes it.
+
+    Headers come from ``tarfile``; this only concatenates them with the padded member data
+    (and the end-of-archive blocks), so identical members cost one header build per run.
+    """
     mtime = source_date_epoch() if mtime is None else mtime
     members = dedupe(entries)
     directories = set()
     for name in members:
         parts = name.split("/")[:-1]
-        for depth in range(1, len(parts) + 1):
-            directories.add("/".join(parts[:depth]))
-    directories -= set(members)
-    with gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=COMPRESS_LEVEL, mtime=0, filename="") as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
-            for name in sorted(set(members) | directories, key=_sort_key):
-                info = tarfile.TarInfo(name)
-                info.uid = info.gid = 0
-                info.uname = info.gname = "root"
-                info.mtime = mtime
-                entry = members.get(name)
-                if entry is None:
-                    info.type, info.mode = tarfile.DIRTYPE, DIR_MODE
-                    tar.addfile(info)
-                elif getattr(entry, "symlink", None):
-                    info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, entry.symlink
-                    tar.addfile(info)
-                else:
-                    data = entry.data or b""
-                    info.mode, info.size = entry.mode & 0o7777, len(data)
-                    tar.addfile(info, io.BytesIO(data))
+        directories.update("/".join(parts[:depth]) for depth in range(1, len(parts) + 1))
+    chunks = []
+    for name in sorted(directories.difference(members) | set(members), key=_sort_key):
+        entry = members.get(name)
+        if entry is None:
+            chunks.append(_header(name, tarfile.DIRTYPE, DIR_MODE, 0, "", mtime))
+        elif getattr(entry, "symlink", None):
+            chunks.append(_header(name, tarfile.SYMTYPE, 0o777, 0, entry.symlink, mtime))
+        else:
+            data = entry.data or b""
+            chunks += [_header(name, tarfile.REGTYPE, entry.mode & 0o7777, len(data), "", mtime), data,
+                       tarfile.NUL * (-len(data) % tarfile.BLOCKSIZE)]
+    chunks.append(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+    size = sum(map(len, chunks))
+    chunks.append(tarfile.NUL * (-size % tarfile.RECORDSIZE))
+    return b"".join(chunks)
 
 
 def tar_gz(entries: Iterable, *, mtime: int | None = None) -> bytes:
-    """The deterministic tar.gz of ``entries`` as bytes."""
-    buffer = io.BytesIO()
-    write_tar_gz(entries, buffer, mtime=mtime)
-    return buffer.getvalue()
+    """The deterministic tar.gz of ``entries``: gzip with a zero header mtime and no file name."""
+    return gzip.compress(tar_bytes(entries, mtime=mtime), compresslevel=COMPRESS_LEVEL, mtime=0)
 
 
 def encryption_key(required: bool) -> str | None:

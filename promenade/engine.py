@@ -6,11 +6,12 @@ gpg-encrypted) tar.gz, one ``#``-prefixed line per 76 characters (so ``bash -n``
 shellcheck skip them as comments). Two payloads per script:
 
 * ``node``: the role files rendered for this node (common + genesis / join);
-* ``shared``: the HostSystem ``files`` (plus Genesis ``files`` for genesis), identical for every
-  join script, so ``doit build`` compresses it once and reuses the bytes.
+* ``shared``: the HostSystem ``files``, the same archive for genesis and every join script, so
+  it is compressed once and reused;
+* ``genesis`` (genesis.sh only): the Genesis ``files``.
 
-Extraction order is node then shared, so a HostSystem file overrides a role file of the same
-path, as in the original. In by-reference mode (``Workspace(blob_url=...)``) join scripts carry
+Extraction follows that order, so HostSystem files override role files of the same path and
+Genesis files override both, as in the original. In by-reference mode (``Workspace(blob_url=...)``) join scripts carry
 only the node payload and fetch the shared one from ``<blob_url>/<sha256>``, checking the digest.
 
 The functions here are the whole engine: ``doit build`` (``promenade.tasks.build``), the CLI
@@ -23,6 +24,7 @@ import atexit
 import base64
 import functools
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -115,31 +117,34 @@ def _role(node: str | None) -> str:
     return "genesis" if node is None else "join"
 
 
-def file_specs(config: SiteConfig, role: str) -> list[tuple[Document, int, dict]]:
-    """HostSystem ``files`` (then Genesis ``files`` for genesis) as (document, index, spec)."""
-    sources = [config.document(HOST_SYSTEM)] + ([config.document(GENESIS)] if role == "genesis" else [])
-    return [(doc, index, spec) for doc in sources
-            for index, spec in enumerate(config.value(doc, "files", [])) if isinstance(spec, dict)]
+def file_specs(config: SiteConfig, schema: str) -> list[tuple[Document, int, dict]]:
+    """The ``files`` of the HostSystem or the Genesis document as (document, index, spec)."""
+    doc = config.document(schema)
+    return [(doc, index, spec) for index, spec in enumerate(config.value(doc, "files", [])) if isinstance(spec, dict)]
 
 
-def shared_paths(config: SiteConfig, role: str) -> set[str]:
-    """Target paths the shared payload provides (no download needed to know them)."""
-    return {os.path.normpath(str(spec.get("path", ""))) for _doc, _index, spec in file_specs(config, role)}
+def placed_paths(config: SiteConfig, role: str) -> set[str]:
+    """Paths the file payloads of ``role`` provide (they override role files of the same path)."""
+    schemas = (HOST_SYSTEM, GENESIS) if role == "genesis" else (HOST_SYSTEM,)
+    return {os.path.normpath(str(spec.get("path", ""))) for schema in schemas
+            for _doc, _index, spec in file_specs(config, schema)}
 
 
-def shared_entries(config: SiteConfig, role: str, workspace: Workspace) -> list[FileEntry]:
-    """The shared payload's files in spec order: content / symlink entries and downloads."""
-    inline = {os.path.normpath(entry.path): entry for entry in host_files(config, role)}
+def file_entries(config: SiteConfig, schema: str, workspace: Workspace) -> list[FileEntry]:
+    """Entries of the HostSystem or Genesis ``files`` in spec order: content / symlink and downloads."""
+    inline = host_files(config, "join")  # HostSystem content / symlink entries, in order
+    if schema == GENESIS:  # host_files lists the Genesis ones after them
+        inline = host_files(config, "genesis")[len(inline):]
+    inline = iter(inline)
     entries = []
-    for doc, index, spec in file_specs(config, role):
+    for doc, index, spec in file_specs(config, schema):
         where = ["data", "files", index]
-        path = os.path.normpath(str(spec.get("path", "")))
-        if path in inline and (spec.get("content") is not None or spec.get("symlink") is not None):
-            entries.append(inline[path])
+        if spec.get("content") is not None or spec.get("symlink") is not None:
+            entries.append(next(inline))
         elif spec.get("url") or spec.get("tar_url"):
             data = downloads.resolve(workspace.downloads, spec,
                                      lambda message, doc=doc, where=where: doc.problem(message, where))
-            entries.append(FileEntry(path, int(spec["mode"]), data))
+            entries.append(FileEntry(os.path.normpath(str(spec["path"])), int(spec["mode"]), data))
         else:
             raise PromenadeError(doc.problem("a file needs one of content, symlink, url or tar_url + tar_path",
                                              where))
@@ -163,19 +168,42 @@ def _passphrase(config: SiteConfig, role: str) -> str | None:
 
 
 # --- payloads -------------------------------------------------------------------------------------
+_last_archive: dict[str, bytes] = {}
+
+
+def shared_archive(config: SiteConfig, workspace: Workspace) -> bytes:
+    """The tar.gz of the HostSystem ``files``: the same for genesis and every join script.
+
+    Compressing a 100 MB payload takes seconds, so the last archive is kept per process, keyed
+    by a digest of the file specs (downloads are content-addressed by URL and pin).
+    """
+    specs = [spec for _doc, _index, spec in file_specs(config, HOST_SYSTEM)]
+    key = hashlib.sha256(json.dumps(specs, sort_keys=True, default=str).encode()).hexdigest()
+    if key not in _last_archive:
+        _last_archive.clear()
+        _last_archive[key] = bundles.tar_gz(file_entries(config, HOST_SYSTEM, workspace))
+    return _last_archive[key]
+
+
 def shared_payload(config: SiteConfig, role: str, workspace: Workspace) -> bytes:
-    """The sealed shared payload of ``role``: HostSystem (and Genesis) files, downloads included."""
-    passphrase = _passphrase(config, role)
-    archive = bundles.tar_gz(shared_entries(config, role, workspace))
-    return bundles.seal(archive, passphrase, workspace.ciphers)
+    """The shared payload of ``role``: :func:`shared_archive`, encrypted if the policy asks for it."""
+    return bundles.seal(shared_archive(config, workspace), _passphrase(config, role), workspace.ciphers)
 
 
 def node_payload(view: SiteConfig, node: str | None, workspace: Workspace) -> bytes:
     """The sealed role files of the genesis node (``node`` None) or of KubernetesNode ``node``."""
     role = _role(node)
-    overridden = shared_paths(view, role)
+    overridden = placed_paths(view, role)
     entries = [entry for entry in node_files(view, node) if os.path.normpath(entry.path) not in overridden]
     return bundles.seal(bundles.tar_gz(entries), _passphrase(view, role), workspace.ciphers)
+
+
+def genesis_files_payload(view: SiteConfig, workspace: Workspace) -> bytes | None:
+    """The sealed Genesis ``files`` (extracted last, so they override HostSystem files), if any."""
+    entries = file_entries(view, GENESIS, workspace)
+    if not entries:
+        return None
+    return bundles.seal(bundles.tar_gz(entries), _passphrase(view, "genesis"), workspace.ciphers)
 
 
 # --- templates ------------------------------------------------------------------------------------
@@ -266,6 +294,9 @@ def render_script(documents, node: str | None, *, leave_kubectl: bool = False,
         shared = shared_payload(view, _role(node), workspace)
     by_reference = node is not None and workspace.blob_url is not None
     payloads = [Payload("node", node_payload(view, node, workspace)), _shared(shared, not by_reference)]
+    genesis_files = genesis_files_payload(view, workspace) if node is None else None
+    if genesis_files is not None:
+        payloads.append(Payload("genesis", genesis_files))
     if by_reference and not os.path.exists(workspace.blob_path(payloads[1].sha256)):  # content-addressed
         atomic_write(workspace.blob_path(payloads[1].sha256), shared, SECRET_MODE)
     return _node_script(view, node, payloads, leave_kubectl=leave_kubectl, blob_url=workspace.blob_url)

@@ -135,9 +135,15 @@ def validation_json(problems: list[Problem]) -> dict:
 
 @dataclass(frozen=True)
 class FileEntry:
+    """A file's bytes, its identity when read, and its strong ETag (the quoted sha256)."""
+
     identity: tuple
     body: bytes
     etag: str
+
+    @property
+    def sha256(self) -> str:
+        return self.etag.strip('"')
 
 
 class FileCache:
@@ -152,11 +158,14 @@ class FileCache:
         self.used = 0
         self.entries: OrderedDict[str, FileEntry] = OrderedDict()
 
-    def get(self, path: str) -> FileEntry | None:
-        """The file's current content, or None if it is not a regular file (symlinks included)."""
+    async def get(self, path: str) -> FileEntry | None:
+        """The file's current content, or None if it is not a regular file (symlinks included).
+
+        A cached entry costs one ``lstat``; a new or replaced file is read in a worker thread.
+        """
         try:
             info = os.lstat(path)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:
             return None
         if not stat.S_ISREG(info.st_mode):
             return None
@@ -164,14 +173,9 @@ class FileCache:
         if entry is not None and entry.identity == _identity(info):
             self.entries.move_to_end(path)
             return entry
-        try:
-            with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
-                info = os.fstat(handle.fileno())
-                body = handle.read()
-        except OSError:  # vanished, a directory, or a symlink (ELOOP)
-            return None
-        entry = FileEntry(_identity(info), body, f'"{hashlib.sha256(body).hexdigest()}"')
-        self._store(path, entry)
+        entry = await asyncio.to_thread(_read, path)
+        if entry is not None:
+            self._store(path, entry)
         return entry
 
     def _store(self, path: str, entry: FileEntry) -> None:
@@ -189,6 +193,17 @@ class FileCache:
 
 def _identity(info: os.stat_result) -> tuple:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _read(path: str) -> FileEntry | None:
+    """Read a whole file through one descriptor (never following a symlink)."""
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
+            info = os.fstat(handle.fileno())
+            body = handle.read()
+    except OSError:  # vanished, a directory, or a symlink (ELOOP)
+        return None
+    return FileEntry(_identity(info), body, f'"{hashlib.sha256(body).hexdigest()}"')
 
 
 def credential(headers, single: dict[str, str]) -> str | None:
@@ -308,7 +323,7 @@ def file_response(request: Request, entry: FileEntry, media_type: str, cache_con
     return Response(body, status_code=status, headers=headers)
 
 
-def static_file(site: Site, scope) -> tuple[int, dict[str, str], bytes]:
+async def static_file(site: Site, scope) -> tuple[int, dict[str, str], bytes]:
     """GET/HEAD a file of the build directory (plain ASGI: this is the hot path)."""
     if scope["method"] not in ("GET", "HEAD"):
         raise ApiError(405, "Method Not Allowed", error_type="HTTPError", headers={"allow": "GET, HEAD"})
@@ -323,7 +338,7 @@ def static_file(site: Site, scope) -> tuple[int, dict[str, str], bytes]:
         node = match["node"] if match else None
         scope["state"]["node"] = node or "-"
         site.authorize(credential(headers, single), node)
-    entry = site.files.get(path)
+    entry = await site.files.get(path)
     if entry is None:
         raise ApiError(404, "not found", error_type="NotFound")
     cache = "public, max-age=31536000, immutable" if public else "private, no-cache"
@@ -336,9 +351,9 @@ async def sha256sums(request: Request) -> Response:
     check_params(request.query_params.multi_items(), set())
     lines = []
     for relpath, path in site.servable():
-        entry = site.files.get(path)
+        entry = await site.files.get(path)
         if entry is not None:
-            lines.append(f"{entry.etag.strip(chr(34))}  {relpath}\n")
+            lines.append(f"{entry.sha256}  {relpath}\n")
     body = "".join(lines).encode()
     listing = FileEntry((), body, f'"{hashlib.sha256(body).hexdigest()}"')
     return file_response(request, listing, "text/plain; charset=utf-8", "no-cache")
@@ -385,7 +400,7 @@ async def join_scripts(request: Request) -> Response:
     except PromenadeError as exc:
         raise ApiError(400, "the design cannot be rendered for this node", [str(p) for p in exc.problems],
                        error_type="DeckhandException") from None
-    entry = site.files.get(path)
+    entry = await site.files.get(path)
     return file_response(request, entry, "text/x-shellscript", "private, no-cache")
 
 
@@ -488,7 +503,7 @@ class Guard:
             await send(message)
 
         try:
-            parts = self.direct_answer(scope)
+            parts = await self.direct_answer(scope)
             if parts is None:
                 await self.api(scope, receive, tracking_send)
             else:
@@ -497,13 +512,13 @@ class Guard:
         finally:
             self.log.add(scope, result[0], result[1], time.perf_counter() - started)
 
-    def direct_answer(self, scope) -> tuple[int, dict[str, str], bytes] | None:
+    async def direct_answer(self, scope) -> tuple[int, dict[str, str], bytes] | None:
         """The answer to a file request or to a request over the limits; None for the API."""
         try:
             _check_size(scope)
             if scope["path"].startswith(API_PREFIXES):
                 return None
-            return static_file(self.site, scope)
+            return await static_file(self.site, scope)
         except ApiError as error:
             return error_parts(error)
         except Exception as exc:  # the API's own errors are answered by Starlette
@@ -576,6 +591,10 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 9000, *, tls
     if not config.insecure:
         auth.load_secret(os.path.join(config.out_dir, "state"))
     os.environ[CONFIG_ENV] = config.to_json()
+    scheme = "https" if tls_cert else "http"
+    print(f"promenade: serving {config.out_dir}/ on {scheme}://{host}:{port} ({workers} worker"
+          f"{'s' if workers != 1 else ''}, {'NO credentials (insecure)' if config.insecure else 'tokens required'})",
+          file=sys.stderr, flush=True)
     uvicorn.run("promenade.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 ssl_certfile=tls_cert or None, ssl_keyfile=tls_key or None, access_log=False,
                 server_header=False, timeout_graceful_shutdown=30, h11_max_incomplete_event_size=MAX_HEADERS,

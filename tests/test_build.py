@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import http.server
 import io
 import os
 import shutil
 import stat
 import subprocess
 import tarfile
+import threading
 
 import pytest
 
@@ -236,7 +239,31 @@ def test_build_all_cli_matches_doit_build(built, tmp_path):
     assert b"remove_admin_access" not in (kept / "join-n1.sh").read_bytes()
 
 
-def test_by_reference_join_scripts_fetch_the_shared_blob(fresh):
+def run_fetch_payload(script, label: str, digest: str, source: str, target, env=None):
+    """Run the script's own ``fetch_payload`` shell function (nothing else of the script)."""
+    text = script.read_text(errors="replace")
+    function = text[text.index("\nfetch_payload() {") + 1:]
+    function = function[:function.index("\n}\n") + 3]
+    settings = "".join(line + "\n" for line in text.splitlines() if line.startswith("BLOB_URL="))
+    shell = (f"set -euo pipefail\nlog() {{ :; }}\ndie() {{ echo \"$*\" >&2; exit 1; }}\n"
+             f"SCRIPT_PATH={script}\n{settings}{function}\nfetch_payload {label} {digest} {source} {target}\n")
+    return subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, **(env or {})))
+
+
+def test_embedded_payload_is_decoded_and_checked_by_the_script(built, tmp_path):
+    _site, out = built
+    script = out / "join-n2.sh"
+    node = payloads(script.read_bytes())["node"]
+    digest = hashlib.sha256(node).hexdigest()
+    proc = run_fetch_payload(script, "node", digest, "embedded", tmp_path / "node")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "node").read_bytes() == node
+    bad = run_fetch_payload(script, "node", "0" * 64, "embedded", tmp_path / "bad")
+    assert bad.returncode == 1 and "does not match its sha256" in bad.stderr
+
+
+def test_by_reference_join_scripts_fetch_the_shared_blob(fresh, tmp_path):
     site, out = fresh
     embedded = (out / "join-n1.sh").read_bytes()
     proc = doit("build", "blob_url=http://127.0.0.1:9000/blobs", site=site, out=out)
@@ -248,23 +275,43 @@ def test_by_reference_join_scripts_fetch_the_shared_blob(fresh):
     assert f"shared {digest} blob".encode() in script
     assert b'BLOB_URL="${PROMENADE_BLOB_URL:-http://127.0.0.1:9000/blobs}"' in script
     assert (out / "blobs" / digest).read_bytes() == shared
+    # The script downloads the blob (here from a loopback server over build/) and checks its digest.
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        env = {"PROMENADE_BLOB_URL": f"http://127.0.0.1:{httpd.server_address[1]}/blobs"}
+        fetched = run_fetch_payload(out / "join-n1.sh", "shared", digest, "blob", tmp_path / "shared", env)
+        assert fetched.returncode == 0, fetched.stderr
+        assert (tmp_path / "shared").read_bytes() == shared
+        (out / "blobs" / digest).write_bytes(b"tampered")
+        tampered = run_fetch_payload(out / "join-n1.sh", "shared", digest, "blob", tmp_path / "t", env)
+        assert tampered.returncode == 1 and "does not match its sha256" in tampered.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def test_finished_run_is_recorded_and_not_redone(built):
-    """In a private mount namespace (tmpfs on /var/lib), a finished run writes the marker; reruns stop."""
+    """A finished run writes the marker, removes kubectl, and later runs stop at once.
+
+    Runs in a private mount namespace with tmpfs on /var/lib, /usr/local/bin and /etc/kubernetes,
+    so the host is not touched.
+    """
     _site, out = built
     script = str(out / "join-n1.sh")
     phases = subprocess.run(["bash", script, "--list-phases"], capture_output=True, text=True,
                             check=True).stdout.split()
     skip = ",".join(phase for phase in phases if phase != "finish")
-    shell = (f"mount -t tmpfs none /var/lib && bash {script} --skip-phases {skip} && cat /var/lib/prom.done "
-             f"&& bash {script}; echo rc=$?")
+    shell = ("set -e; for d in /var/lib /usr/local/bin /etc/kubernetes; do [ ! -d $d ] || mount -t tmpfs none $d; "
+             f"done; touch /usr/local/bin/kubectl; bash {script} --skip-phases {skip}; cat /var/lib/prom.done; "
+             f"test ! -e /usr/local/bin/kubectl && echo kubectl-removed; bash {script}; echo rc=$?")
     existed = os.path.exists("/var/lib/prom.done")
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", shell],
                           capture_output=True, text=True, timeout=60)
     assert "phase validate-host: skipped" in proc.stderr and "Finished: /var/lib/prom.done written" in proc.stderr
     assert "records a finished run" in proc.stderr and "nothing to do" in proc.stderr
-    assert proc.stdout.strip().endswith("rc=0")
+    assert "kubectl-removed" in proc.stdout and proc.stdout.strip().endswith("rc=0")
     assert os.path.exists("/var/lib/prom.done") == existed  # the host itself was not touched
 
 
@@ -296,3 +343,27 @@ def test_reporter_shows_one_status_line_on_a_terminal():
     text = stream.getvalue()
     assert "\n.  " not in text and "[3/3] build_prune" in text and text.count("\n") == 2
     assert "promenade: 2 scripts built, 2 up to date, 1 removed" in text
+
+
+def test_reporter_summarises_long_runs_in_logs():
+    from promenade.tasks.build import BuildReporter
+
+    class Task:
+        def __init__(self, name):
+            self.name, self.values, self.actions, self.task_dep = name, {"scripts": 2}, [object()], []
+
+        def title(self):
+            return self.name
+
+    stream = io.StringIO()
+    reporter = BuildReporter(stream, {"failure_verbosity": 0})
+    tasks = {f"build_node:w{i}": Task(f"build_node:w{i}") for i in range(1000)}
+    reporter.initialize(tasks, list(tasks))
+    for task in tasks.values():
+        reporter.execute_task(task)
+        reporter.add_success(task)
+    reporter.complete_run()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) < 120
+    assert lines[0] == ".  build_node:w0" and lines[-2].startswith("[1000/1000] build_node:w999")
+    assert lines[-1].startswith("promenade: 2000 scripts built, 0 up to date, 0 removed")

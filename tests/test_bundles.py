@@ -100,3 +100,17 @@ def test_encryption_key_required_but_missing(monkeypatch):
     assert bundles.encryption_key(required=False) is None
     with pytest.raises(PromenadeError, match="PROMENADE_ENCRYPTION_KEY is not set"):
         bundles.encryption_key(required=True)
+
+
+def test_archive_layout_is_exactly_what_tarfile_writes():
+    """The fast writer's bytes equal tarfile's own output for the same members."""
+    blob = bundles.tar_bytes(ENTRIES, mtime=1234567890)
+    expected = io.BytesIO()
+    with tarfile.open(fileobj=expected, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        with tarfile.open(fileobj=io.BytesIO(blob)) as ours:
+            for member in ours.getmembers():
+                tar.addfile(member, ours.extractfile(member) if member.isfile() else None)
+    assert blob == expected.getvalue()
+    long_name = FileEntry("/opt/" + "x" * 150 + "/file", 0o644, b"data")
+    with tarfile.open(fileobj=io.BytesIO(bundles.tar_bytes([long_name]))) as tar:
+        assert tar.extractfile("opt/" + "x" * 150 + "/file").read() == b"data"

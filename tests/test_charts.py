@@ -197,7 +197,8 @@ def test_bundle_adds_anchor_programs_and_library(tmp_path):
     written = charts.bundle(str(tmp_path))
     with open(os.path.join(charts.ANCHOR_DIR, "etcd_anchor.py"), "rb") as handle:
         assert (tmp_path / "etcd/files/etcd_anchor.py").read_bytes() == handle.read()
-    assert (tmp_path / "etcd/files/anchor.py").exists()
+    assert (tmp_path / "etcd/files/anchor.py").exists() and (tmp_path / "etcd/files/fileio.py").is_file()
+    assert not (tmp_path / "etcd/files/fileio.py").is_symlink()
     assert (tmp_path / "apiserver/charts/anchor-lib/templates/_anchor.tpl").exists()
     assert not (tmp_path / "coredns/files").exists() and not (tmp_path / "scheduler/files/etcd_anchor.py").exists()
     assert stat.S_IMODE((tmp_path / "haproxy/files/anchor.py").stat().st_mode) == 0o755

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from promenade.fileio import atomic_write
+
 REPO = Path(__file__).resolve().parents[1]
 ANCHOR_DIR = REPO / "promenade" / "anchor"
 CHART = REPO / "charts" / "etcd"
@@ -105,7 +107,7 @@ class Cluster:
         tls = {"cert": self.pki["cert"], "key": self.pki["key"]}
         values = json.loads(json.dumps(self.chart_values))
         values["etcd"].update(host_etc_path=self.host(name, "etc"), host_data_path=self.host(name, "data"),
-                              heartbeat_interval=50, election_timeout=500)
+                              listen_address="127.0.0.1", heartbeat_interval=50, election_timeout=500)
         values["secrets"]["tls"] = {"client": {"ca": self.pki["ca"]}, "peer": {"ca": self.pki["ca"]}}
         values["nodes"] = [{"name": name, "tls": {"client": tls, "peer": tls}}]
         return values
@@ -121,7 +123,9 @@ class Cluster:
 
     # --- the anchor -------------------------------------------------------------------
     def anchor(self, command: str, name: str, *extra: str, threshold: int = 3, unhealthy: float = 300,
-               retry: float = 30) -> subprocess.CompletedProcess:
+               retry: float = 30, background: bool = False):
+        """Run the etcd anchor for member ``name``: the CompletedProcess, or with ``background``
+        the running Popen (text stderr pipe)."""
         endpoints = ",".join(self.url(n, "client") for n in self.running) or self.url(name, "client")
         args = [
             sys.executable, str(ANCHOR_DIR / "etcd_anchor.py"), command,
@@ -134,6 +138,8 @@ class Cluster:
             f"--auxiliary-threshold={threshold}", f"--unhealthy-seconds={unhealthy}", f"--retry-seconds={retry}",
             *extra,
         ]
+        if background:
+            return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         return subprocess.run(args, capture_output=True, text=True, timeout=120)
 
     def bootstrap(self, names: list[str]) -> None:
@@ -146,7 +152,7 @@ class Cluster:
             manifest = etcd_anchor.render_manifest(
                 str(TEMPLATE), context, initial_cluster_state="new", name=name, peer_url=self.url(name, "peer"),
                 client_url=self.url(name, "client"), data_dir=self.host(name, "data"), initial_cluster=initial)
-            anchor.write_if_changed(str(self.manifest(name)), manifest, 0o600)
+            atomic_write(str(self.manifest(name)), manifest, 0o600)
         self.kubelet()
         self.wait(lambda: len(self.healthy(names)) == len(names), "bootstrap members healthy")
 
@@ -339,7 +345,19 @@ def test_unhealthy_removal_failed_join_wipe_and_retry(cluster):
     passed(cluster.anchor("reconcile", "n3"))
     assert cluster.members() == voters("n0", "n1", "n3")
 
-    # n3 started moments ago: adding n4 hits "unhealthy cluster" and succeeds after retrying
-    log = passed(cluster.anchor("reconcile", "n4"))
-    assert "retrying" in log and "added n4" in log
-    assert cluster.members() == sorted(voters("n0", "n1", "n3") + [("n4", "unstarted")])
+    # the DaemonSet's loop: n3 started moments ago, so adding n4 hits "unhealthy cluster" and
+    # succeeds after retrying; SIGTERM (pod deleted) ends the loop and n4 leaves again
+    loop = cluster.anchor("run", "n4", "--period=0.5", "--remove-on-stop", background=True)
+    try:
+        cluster.wait(lambda: ("n4", "unstarted") in cluster.members(), "n4 added by the loop")
+        assert cluster.members() == sorted(voters("n0", "n1", "n3") + [("n4", "unstarted")])
+    finally:
+        loop.send_signal(signal.SIGTERM)
+        try:
+            _, log = loop.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            loop.kill()
+            raise
+    assert loop.returncode == 0, log
+    assert "retrying" in log and "added n4" in log and "removed member n4" in log
+    assert cluster.members() == voters("n0", "n1", "n3")

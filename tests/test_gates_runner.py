@@ -12,7 +12,7 @@ import yaml
 
 from promenade.errors import PromenadeError
 from promenade.gates import sandbox
-from promenade.gates.scenario import REPO, Runner, load_scenario, scenario_names, split_certificates
+from promenade.gates.scenario import REPO, Runner, load_scenario, scenario_names, withhold_certificates
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-nspawn"),
                                 reason="sandbox nodes need root and systemd-container")
@@ -33,15 +33,13 @@ def test_bad_scenario_names_file_and_path(tmp_path):
     assert problem.file == str(path) and problem.path == ".stages.0" and "bogus" in problem.message
 
 
-def test_split_moves_only_the_node_own_certificates(tmp_path):
-    addition = split_certificates(os.path.join(REPO, "site"), str(tmp_path / "site"), ["n3"],
-                                  ["n0", "n1", "n2", "n3"])
-    with open(addition, encoding="utf-8") as handle:
-        moved = yaml.safe_load(handle)["data"]["certificate_authorities"]
-    names = sorted(c["document_name"] for ca in moved.values() for c in ca["certificates"])
-    assert names == ["kubelet-n3", "kubernetes-etcd-n3", "kubernetes-etcd-n3-peer"]
-    left = (tmp_path / "site" / "site" / "pki-catalog.yaml").read_text()
-    assert "kubelet-n3" not in left and "kubelet-n2" in left and "apiserver" in left
+def test_withholding_removes_only_the_node_own_certificates(tmp_path):
+    withheld = withhold_certificates(os.path.join(REPO, "site"), str(tmp_path / "site"), ["n3"],
+                                     ["n0", "n1", "n2", "n3"])
+    assert withheld == ["kubelet-n3", "kubernetes-etcd-n3", "kubernetes-etcd-n3-peer"]
+    text = "".join(p.read_text() for p in (tmp_path / "site").rglob("*.yaml"))
+    assert "kubelet-n3" not in text and "name: kubernetes-etcd-n3" not in text
+    assert "kubelet-n2" in text and "kubernetes-etcd-n2-peer" in text
 
 
 SCENARIO = {

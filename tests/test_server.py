@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import hashlib
 import http.client
@@ -35,16 +36,16 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m promenade.server`` on a free loopback port, logging to a file."""
+    """``python -m promenade.server`` (or ``command(port)``) on a free loopback port, logging to a file."""
 
-    def __init__(self, out, *args, log=None, scheme="http"):
+    def __init__(self, out, *args, scheme="http", command=None):
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.log_path = log or os.path.join(out, "..", f"server-{self.port}.log")
+        self.log_path = os.path.join(out, "..", f"server-{self.port}.log")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "promenade.server", "--out", str(out), "--port", str(self.port), *args],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        argv = command(self.port) if command else [
+            sys.executable, "-m", "promenade.server", "--out", str(out), "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, **client_options) -> "Server":
         for _ in range(100):
@@ -255,13 +256,13 @@ def test_access_log_has_one_line_per_request_and_no_token(server, build):
     assert marker not in log
 
 
-class SlowDesign(http.server.BaseHTTPRequestHandler):
-    """Answers every GET after a delay, so a request to the server stays in flight."""
+class DesignHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with the server's ``body`` (404 when empty) after its ``delay``."""
 
-    def do_GET(self):
-        time.sleep(1.5)
-        body = b"not: [a design\n"
-        self.send_response(200)
+    def do_GET(self):  # noqa: N802 (http.server API)
+        time.sleep(self.server.delay)
+        body = self.server.body
+        self.send_response(200 if body else 404)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -270,10 +271,17 @@ class SlowDesign(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def design_server(body: bytes, delay: float = 0.0) -> http.server.ThreadingHTTPServer:
+    """A loopback HTTP server handing out ``body``, running in a thread until ``shutdown()``."""
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DesignHandler)
+    web.body, web.delay = body, delay
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    return web
+
+
 def test_sigterm_finishes_in_flight_requests_and_exits_cleanly(build):
     out, tokens = build
-    design = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowDesign)
-    threading.Thread(target=design.serve_forever, daemon=True).start()
+    design = design_server(b"not: [a design\n", delay=1.5)
     srv = Server(out).wait_ready()
     try:
         params = {"design_ref": f"http://127.0.0.1:{design.server_port}/design.yaml", "hostname": "n1",
@@ -352,3 +360,28 @@ def test_tls(build, tmp_path):
             httpx.get(f"http://127.0.0.1:{srv.port}/versions")
     finally:
         assert srv.stop() == 0
+
+
+def test_unexpected_errors_answer_500_in_status_json(build, monkeypatch):
+    from promenade import server
+
+    out, tokens = build
+    app = server.create_app(server.ServeConfig(out_dir=str(out), design_roots=[str(out.parent)]))
+
+    def broken(*_args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(app.site.files, "get", broken)
+    monkeypatch.setattr(app.site.designs, "fetch", broken)
+
+    async def requests():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=("127.0.0.1", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://promenade",
+                                     headers=bearer(tokens["provisioner"])) as client:
+            return [await client.get("/join-n1.sh"),
+                    await client.get("/api/v1.0/join-scripts",
+                                     params={"design_ref": str(out), "hostname": "n1", "ip": "10.0.0.1"})]
+
+    for response in asyncio.run(requests()):
+        body = assert_status_json(response, 500)
+        assert body["retry"] is True and "disk on fire" not in response.text

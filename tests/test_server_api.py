@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
-import signal
-import subprocess
-import threading
-import time
 
 import httpx
 import pytest
@@ -17,7 +12,7 @@ import yaml
 from doitrun import DOIT, ROOT, doit, executed
 from promenade import auth, store
 from promenade.config import NODE
-from test_server import Server, assert_status_json, bearer, free_port
+from test_server import Server, assert_status_json, bearer, design_server
 
 SITE = os.path.join(ROOT, "site")
 
@@ -93,33 +88,17 @@ def test_on_demand_join_script_equals_the_built_one_and_is_cached(server, built)
     assert len(cached_scripts(built)) == 2
 
 
-class DesignFile(http.server.BaseHTTPRequestHandler):
-    """Serves the bytes in ``self.server.design`` at any path."""
-
-    def do_GET(self):
-        body = self.server.design
-        self.send_response(200 if body else 404)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_design_ref_by_file_and_http_url(server, built):
     expected = (built["out"] / "join-n1.sh").read_bytes()
     token = built["tokens"]["nodes"]["n1"]
     by_file = join_script(server, node_params(built, design_ref=f"file://{built['design']}"), token)
     assert by_file.content == expected
     files = sorted(str(path) for path in built["design"].rglob("*.yaml"))
-    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DesignFile)
-    web.design = b"".join(open(path, "rb").read() + b"\n" for path in files)
-    threading.Thread(target=web.serve_forever, daemon=True).start()
+    web = design_server(b"".join(open(path, "rb").read() + b"\n" for path in files))
     try:
         url = f"http://127.0.0.1:{web.server_port}/revisions/1/rendered-documents"
         assert join_script(server, node_params(built, design_ref=url), token).content == expected
-        web.design = b""
+        web.body = b""
         body = assert_status_json(join_script(server, node_params(built, design_ref=url), token), 400)
         assert "HTTP 404" in body["message"]
     finally:
@@ -211,22 +190,11 @@ def test_tokens_task_writes_private_tokens_that_verify(built):
 
 
 def test_doit_serve_runs_the_server_and_leaves_the_build_unlocked(built):
-    port = free_port()
-    log = open(built["root"] / "doit-serve.log", "w")
-    argv = [*DOIT, "serve", f"site={built['site']}", f"out={built['out']}", f"port={port}"]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    srv = Server(built["out"], command=lambda port: [*DOIT, "serve", f"site={built['site']}",
+                                                     f"out={built['out']}", f"port={port}"]).wait_ready()
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/api/v1.0/health").status_code == 204:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        response = httpx.get(f"{url}/join-n2.sh", headers=bearer(built["tokens"]["nodes"]["n2"]))
+        response = httpx.get(f"{srv.url}/join-n2.sh", headers=bearer(built["tokens"]["nodes"]["n2"]))
         assert response.content == (built["out"] / "join-n2.sh").read_bytes()
         doit("tokens", site=built["site"], out=built["out"])  # the build directory is not locked by serving
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-        log.close()
+        assert srv.stop() == 0

@@ -1,9 +1,23 @@
-"""etcd membership seen from this member is exactly the stage's expectation, all started."""
+"""etcd membership seen from this member: exactly the stage's expectation, every member
+started, and each member's peer URL the address of the node it is named after."""
 
 import json
 import time
 
 ATTEMPTS = 30
+
+
+def _peer_problems(members, gate):
+    addresses = {name: spec["address"] for name, spec in gate["all_nodes"].items()}
+    problems = []
+    for member in members:
+        name, urls = member.get("name", ""), member.get("peerURLs", [])
+        node = name.split("auxiliary-")[0] or None  # auxiliary members live on the genesis address
+        if node in addresses and urls != [f"https://{addresses[node]}:2380"]:
+            problems.append(f"member {name}: peer URLs {urls}, expected https://{addresses[node]}:2380")
+        if not any(f"https://{ip}:" in url for url in urls for ip in addresses.values()):
+            problems.append(f"member {name or '(unstarted)'}: peer URLs {urls} name no node address")
+    return problems
 
 
 def test_member_list_is_exactly_the_expected_set(host, gate, etcdctl):
@@ -13,6 +27,8 @@ def test_member_list_is_exactly_the_expected_set(host, gate, etcdctl):
         result = host.run(etcdctl("member list -w json"))
         if result.rc == 0:
             members = json.loads(result.stdout).get("members", [])
+            problems = _peer_problems(members, gate)
+            assert not problems, "\n".join(problems)
             seen = sorted(m.get("name", "") for m in members)
             if seen == expected:
                 return

@@ -19,8 +19,10 @@ context holds ``values`` (the chart values) and ``node`` (``--var node.KEY=VALUE
 command line, merged with the entry of ``values.nodes`` whose ``name`` is ``node.name``).
 A placeholder that resolves to nothing is an error: nothing is written.
 
-Files are written atomically and only when their content or mode changed; host paths are
-resolved under ``--root`` (the host filesystem mount in the pod, ``/host``).
+Files are written atomically and only when their content changed (``fileio.py``, the same
+module Promenade writes its own outputs with, ships next to this program; new directories are
+created 0700); host paths are resolved under ``--root`` (the host filesystem mount in the pod,
+``/host``).
 
 Usage::
 
@@ -43,8 +45,10 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fileio import atomic_write  # noqa: E402  (promenade/fileio.py, shipped next to this file)
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
 DEFAULT_MODE = "0644"
@@ -122,34 +126,6 @@ def host_path(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/"))
 
 
-def write_if_changed(path: str, data: bytes, mode: int) -> bool:
-    """Atomically write ``data`` to ``path`` unless it already holds it; True if written."""
-    try:
-        with open(path, "rb") as handle:
-            if handle.read() == data:
-                if os.stat(path).st_mode & 0o777 != mode:
-                    os.chmod(path, mode)
-                    return True
-                return False
-    except FileNotFoundError:
-        pass
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".anchor-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return True
-
-
 def file_specs(values: dict) -> list[dict]:
     """The checked ``anchor.files`` list of the chart values."""
     specs = (values.get("anchor") or {}).get("files") or []
@@ -185,11 +161,11 @@ def render_files(values: dict, context: dict, templates: str) -> list[tuple[str,
 
 
 def sync(values: dict, context: dict, templates: str, root: str) -> list[str]:
-    """Place every file whose content or mode changed; return the host paths written."""
+    """Place every file whose content changed (fixing modes); return the host paths written."""
     planned = render_files(values, context, templates)  # render all first: no partial update
     written = []
     for path, data, mode in planned:
-        if write_if_changed(host_path(root, path), data, mode):
+        if atomic_write(host_path(root, path), data, mode):
             written.append(path)
             log(f"updated {path}")
     return written

@@ -71,6 +71,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import anchor  # noqa: E402  (ships next to this file)
+from fileio import atomic_write  # noqa: E402  (likewise)
 
 AUXILIARY = re.compile(r"(^|-)auxiliary-\d+$")
 RETRYABLE = (
@@ -110,6 +111,11 @@ class Member:
     @property
     def started(self) -> bool:
         return bool(self.name) and bool(self.client_urls)
+
+    @property
+    def voting(self) -> bool:
+        """Started and not a learner."""
+        return self.started and not self.learner
 
     @property
     def auxiliary(self) -> bool:
@@ -221,7 +227,7 @@ class MemberAnchor:
 
     def save_state(self) -> None:
         data = json.dumps(self.state, sort_keys=True, indent=1).encode()
-        anchor.write_if_changed(self.state_path, data, 0o600)
+        atomic_write(self.state_path, data, 0o600)
 
     def overdue(self, key: str, failing: bool, now: float) -> bool:
         """Track since when ``key`` has been failing; True once longer than the threshold."""
@@ -237,10 +243,15 @@ class MemberAnchor:
         """The member list; later requests go to the started voting members (learners refuse
         most requests, such as ``member promote``)."""
         members = self.ctl.members()
-        voters = [url for m in members if m.started and not m.learner for url in m.client_urls]
+        voters = [url for m in members if m.voting for url in m.client_urls]
         if voters:
             self.ctl.endpoints = voters
         return members
+
+    def healthy(self, members: list[Member]) -> list[Member]:
+        """Those of ``members`` whose client endpoint answers healthy."""
+        urls = self.ctl.healthy([url for m in members for url in m.client_urls])
+        return [m for m in members if urls.intersection(m.client_urls)]
 
     def find_self(self, members: list[Member]) -> Member | None:
         """This host's member (by peer URL), named even before it started."""
@@ -265,7 +276,7 @@ class MemberAnchor:
             self.state["initial_cluster"] = ",".join(
                 f"{self.args.name if self.args.peer_url in m.peer_urls else m.label()}={url}"
                 for m in members for url in m.peer_urls)
-        if anchor.write_if_changed(self.manifest, self.render_manifest(self.state["initial_cluster"]), 0o600):
+        if atomic_write(self.manifest, self.render_manifest(self.state["initial_cluster"]), 0o600):
             anchor.log(f"updated {self.args.manifest_out}")
 
     def add_self(self) -> list[Member]:
@@ -279,7 +290,7 @@ class MemberAnchor:
         return self.members()
 
     def remove(self, member: Member, why: str) -> None:
-        others = [u for m in self.members() if m.id != member.id and m.started and not m.learner for u in m.client_urls]
+        others = [url for m in self.members() if m.id != member.id and m.voting for url in m.client_urls]
         try:
             retry(lambda: self.ctl.run("member", "remove", member.hex_id, endpoints=others or None),
                   f"remove {member.label()}", self.args.retry_seconds)
@@ -321,20 +332,20 @@ class MemberAnchor:
             anchor.log(f"promoted {me.name} to voting member")
             members = self.members()
             me = self.find_self(members)
-        if me.started and not me.learner:
+        if me.voting:
             members = self.remove_unhealthy(members, me, now)
             self.remove_auxiliaries(members)
 
     def remove_unhealthy(self, members: list[Member], me: Member, now: float) -> list[Member]:
         others = [m for m in members if m.id != me.id]
-        healthy = self.ctl.healthy([u for m in others for u in m.client_urls])
+        healthy = {m.id for m in self.healthy(others)}
         tracked = {m.hex_id for m in others}
         since = self.state.setdefault("unhealthy_since", {})
         for key in [k for k in since if k != "self" and k not in tracked]:
             del since[key]
         changed = False
         for member in others:
-            failing = not (member.started and healthy.intersection(member.client_urls))
+            failing = not (member.started and member.id in healthy)
             if self.overdue(member.hex_id, failing, now):
                 self.remove(member, f"unhealthy for more than {self.args.unhealthy_seconds:g}s")
                 since.pop(member.hex_id, None)
@@ -344,9 +355,7 @@ class MemberAnchor:
     def remove_auxiliaries(self, members: list[Member]) -> None:
         auxiliaries = [m for m in members if m.auxiliary]
         if auxiliaries:
-            real = [m for m in members if not m.auxiliary and m.started and not m.learner]
-            healthy = self.ctl.healthy([u for m in real for u in m.client_urls])
-            ready = [m for m in real if healthy.intersection(m.client_urls)]
+            ready = self.healthy([m for m in members if m.voting and not m.auxiliary])
             if len(ready) < self.args.auxiliary_threshold:
                 return
             self.hand_off_leadership(members, {m.id for m in auxiliaries}, ready)
@@ -360,9 +369,8 @@ class MemberAnchor:
         members = self.members()
         me = self.find_self(members)
         if me is not None:
-            voters = [m for m in members if m.id != me.id and m.started and not m.learner]
-            healthy = self.ctl.healthy([u for m in voters for u in m.client_urls])
-            self.hand_off_leadership(members, {me.id}, [m for m in voters if healthy.intersection(m.client_urls)])
+            others = self.healthy([m for m in members if m.id != me.id and m.voting])
+            self.hand_off_leadership(members, {me.id}, others)
             self.remove(me, "teardown")
         anchor.remove_path(self.manifest)
         if not self.args.keep_data:

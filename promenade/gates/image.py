@@ -40,12 +40,11 @@ def cache_dir() -> str:
 
 def host_mirror() -> str:
     """The Debian mirror apt on this host uses (debootstrap fetches from the same place)."""
-    for path in ("/etc/apt/sources.list.d/debian.sources",):
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as handle:
-                for line in handle:
-                    if line.startswith("URIs:"):
-                        return line.split()[1]
+    if os.path.exists("/etc/apt/sources.list.d/debian.sources"):
+        with open("/etc/apt/sources.list.d/debian.sources", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("URIs:"):
+                    return line.split()[1]
     if os.path.exists("/etc/apt/sources.list"):
         with open("/etc/apt/sources.list", encoding="utf-8") as handle:
             for line in handle:

@@ -69,6 +69,16 @@ class Provider:
         """Path of an ssh_config file with a ``Host`` entry per node name."""
         raise NotImplementedError
 
+    def gate_address(self) -> str | None:
+        """Address at which nodes reach services the gate runs (``doit serve``), if any."""
+        return None
+
+    def spawn_service(self, argv: list[str], log_path: str) -> subprocess.Popen:
+        """Start a long-running process that nodes can reach at :meth:`gate_address`."""
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
     # shared over ssh ------------------------------------------------------------------
     def address(self, name: str) -> str:
         return self.nodes[name].address

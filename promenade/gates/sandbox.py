@@ -29,6 +29,7 @@ from promenade.gates import image, relay, static_pods
 from promenade.gates.provider import GateError, Node, Provider
 
 HUB_ADDRESS = "192.168.77.1/24"
+SERVICES = "services"  # pids of processes started in the hub (``doit serve``)
 STATIC_PODS_UNITS = {
     "promenade-static-pods.service": "[Unit]\nDescription=Run static pod manifests as units (sandbox only)\n"
     "[Service]\nType=oneshot\nExecStart=/usr/local/sbin/promenade-static-pods\n"
@@ -103,10 +104,12 @@ def _remove_cgroup(path: str) -> None:
         return
     for _ in range(50):
         pids = set()
-        for dirpath, _dirs, files in os.walk(path):
-            if "cgroup.procs" in files:
+        for dirpath, _dirs, _files in os.walk(path):
+            try:  # systemd inside may remove its own cgroups meanwhile
                 with open(os.path.join(dirpath, "cgroup.procs"), encoding="utf-8") as handle:
                     pids.update(int(p) for p in handle.read().split() if int(p) > 0)
+            except OSError:
+                continue
         if not pids:
             break
         for pid in pids:
@@ -134,6 +137,11 @@ def cleanup_run(run_dir: str) -> list[str]:
             if os.path.exists(os.path.join(run_dir, f"cm-{node}")):
                 _sh("ssh", "-F", ssh_config, "-O", "exit", node, check=False)
                 removed.append(f"ssh master {node}")
+    services = os.path.join(run_dir, SERVICES)
+    for entry in sorted(os.listdir(services)) if os.path.isdir(services) else []:
+        if _alive(int(entry)):
+            os.kill(int(entry), signal.SIGKILL)
+            removed.append(f"service {entry}")
     if os.path.isdir(nodes_dir):
         for node in sorted(os.listdir(nodes_dir)):
             node_dir = os.path.join(nodes_dir, node)
@@ -325,6 +333,17 @@ class Sandbox(Provider):
                 return
             time.sleep(0.3)
         raise GateError(f"{name}: not reachable over ssh after {BOOT_TIMEOUT:.0f} s")
+
+    def gate_address(self) -> str:
+        return HUB_ADDRESS.split("/")[0]
+
+    def spawn_service(self, argv: list[str], log_path: str) -> subprocess.Popen:
+        """Run ``argv`` inside the hub namespace (recorded, so cleanup kills it)."""
+        proc = super().spawn_service(["ip", "netns", "exec", self.hub, *argv], log_path)
+        os.makedirs(os.path.join(self.dir, SERVICES), exist_ok=True)
+        with open(os.path.join(self.dir, SERVICES, str(proc.pid)), "w", encoding="utf-8"):
+            pass
+        return proc
 
     def _leader(self, name: str) -> int | None:
         """PID of the node's init (systemd) as seen from the host."""

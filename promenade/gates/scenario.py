@@ -16,8 +16,8 @@ A scenario file::
         etcd_members: [n0]                      # exact membership afterwards
         needs_kubernetes: true                  # skipped (and reported) on sandbox nodes
 
-Actions: ``build`` (``{without_certificates_for: [node]}`` moves the node's PKICatalog entries
-into an addition document left out of this build), ``run`` (``node``, ``script``, ``args``,
+Actions: ``build`` (``{without_certificates_for: [node]}`` withholds the node's PKICatalog
+entries and their consumers from this build; a later plain ``build`` adds them back), ``run`` (``node``, ``script``, ``args``,
 ``expect: success|failure``, ``unchanged: true``), ``missing_script`` (``node``: its join
 script must not exist), ``power_off``/``power_on``/``power_cycle``/``wipe`` (node lists),
 ``teardown`` (``node``: run ``promenade-teardown``, power off, wipe, power on) and ``exec``
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,17 +36,23 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 import jsonschema
 import yaml
 
 from promenade.errors import Problem, PromenadeError
+from promenade.gates import daemonsets
 from promenade.gates.checks import run_checks
 from promenade.gates.provider import GateError, Node, Provider
 from promenade.gates.report import Report, StageResult
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCENARIOS_DIR = os.path.join(REPO, "gates")
+PROBLEM_SUBJECT = re.compile(r"\[deckhand/Certificate(?:Key)?/v1 ([^\]]+)\]")
+NODE_SCRIPT = re.compile(r"^(?:join|validate)-(.+)\.sh$")
+SERVER_PORT = 9000
+ETCD_ROLES = ("genesis", "master")
 BUILD_TASKS = ("certs", "build", "tokens")
 KUBERNETES_MISSING = "needs kubelet/kube-apiserver, which cannot be installed on sandbox nodes"
 ACTIONS = ("build", "run", "missing_script", "power_off", "power_on", "power_cycle", "wipe", "teardown", "exec")
@@ -68,7 +75,13 @@ SCHEMA = {
             "properties": {
                 "name": {"type": "string"},
                 "build": {"type": "object"},
-                "run": {"type": "object", "required": ["node", "script"]},
+                "run": {"type": "object", "required": ["node"], "additionalProperties": False,
+                        "oneOf": [{"required": ["script"]}, {"required": ["api"]}],
+                        "properties": {"node": {"type": "string"}, "script": {"type": "string"},
+                                       "api": {"type": "object", "additionalProperties": False,
+                                               "properties": {"labels": {"type": "array", "items": {"type": "string"}}}},
+                                       "args": {"type": "string"}, "unchanged": {"type": "boolean"},
+                                       "expect": {"enum": ["success", "failure"]}}},
                 "missing_script": {"type": "object", "required": ["node"]},
                 "power_off": NODE_LIST, "power_on": NODE_LIST, "power_cycle": NODE_LIST, "wipe": NODE_LIST,
                 "teardown": {"type": "object", "required": ["node"]},
@@ -131,44 +144,45 @@ def _pki_documents(build_dir: str) -> dict[str, str]:
     return cas
 
 
-def split_certificates(site_dir: str, target: str, nodes: list[str], all_nodes: list[str]) -> str:
-    """Copy the site to ``target`` with ``nodes``' own PKICatalog entries moved into an
-    addition document; return the addition file's path (left out of the first build)."""
+def withhold_certificates(site_dir: str, target: str, nodes: list[str], all_nodes: list[str]) -> list[str]:
+    """Copy the site to ``target`` without ``nodes``' own PKICatalog entries (those whose hosts
+    name only these nodes) and without the substitutions that consume them, as a site looks
+    before those nodes' certificates are added; return the withheld certificate names."""
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(site_dir, target)
-    moved: dict[str, list] = {}
-    template = None
-    for dirpath, _dirs, files in os.walk(target):
-        for entry in sorted(files):
-            path = os.path.join(dirpath, entry)
-            if not entry.endswith((".yaml", ".yml")):
+    withheld: set[str] = set()
+    files = []
+    for dirpath, _dirs, names in sorted(os.walk(target)):
+        for entry in sorted(names):
+            if entry.endswith((".yaml", ".yml")):
+                path = os.path.join(dirpath, entry)
+                with open(path, encoding="utf-8") as handle:
+                    files.append((path, list(yaml.safe_load_all(handle))))
+    for _path, docs in files:
+        for doc in docs:
+            if not doc or doc.get("schema") != "promenade/PKICatalog/v1":
                 continue
-            with open(path, encoding="utf-8") as handle:
-                docs = list(yaml.safe_load_all(handle))
-            if not any(d and d.get("schema") == "promenade/PKICatalog/v1" for d in docs):
-                continue
-            for doc in docs:
-                if not doc or doc.get("schema") != "promenade/PKICatalog/v1":
-                    continue
-                template = template or doc
-                for ca_name, ca in (doc["data"].get("certificate_authorities") or {}).items():
-                    keep = []
-                    for cert in ca.get("certificates") or []:
-                        owners = {str(h) for h in cert.get("hosts") or []} & set(all_nodes)
-                        (moved.setdefault(ca_name, []) if owners and owners <= set(nodes) else keep).append(cert)
-                    ca["certificates"] = keep
-            with open(path, "w", encoding="utf-8") as handle:
-                yaml.safe_dump_all(docs, handle, sort_keys=False)
-    if template is None or not moved:
+            for ca in (doc["data"].get("certificate_authorities") or {}).values():
+                keep = []
+                for cert in ca.get("certificates") or []:
+                    owners = {str(h) for h in cert.get("hosts") or []} & set(all_nodes)
+                    if owners and owners <= set(nodes):
+                        withheld.add(cert["document_name"])
+                    else:
+                        keep.append(cert)
+                ca["certificates"] = keep
+    if not withheld:
         raise GateError(f"{site_dir}: no PKICatalog entries belong only to {', '.join(nodes)}")
-    addition = copy.deepcopy(template)
-    addition["metadata"]["name"] = f"gate-addition-{'-'.join(nodes)}"
-    addition["data"] = {"certificate_authorities": {
-        ca: {"certificates": certs} for ca, certs in moved.items()}}
-    path = os.path.join(target, "..", f"pki-catalog-addition-{'-'.join(nodes)}.yaml")
-    with open(path, "w", encoding="utf-8") as handle:
-        yaml.safe_dump(addition, handle, sort_keys=False)
-    return os.path.abspath(path)
+    for path, docs in files:
+        for doc in docs:
+            subs = (doc or {}).get("metadata", {}).get("substitutions")
+            if subs:
+                doc["metadata"]["substitutions"] = [
+                    sub for sub in subs if not (sub.get("src", {}).get("schema", "").startswith("deckhand/Certificate")
+                                                and sub["src"].get("name") in withheld)]
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump_all(docs, handle, sort_keys=False)
+    return sorted(withheld)
 
 
 class Runner:
@@ -182,29 +196,95 @@ class Runner:
         self.build_dir = os.path.join(self.work, "build")
         self.roles: dict[str, str] = {}
         self.progress = progress
-        self._addition: str | None = None
+        self._anchored: set[str] = set()
+        self._serving: subprocess.Popen | None = None
+        self.design_root = os.path.join(self.work, "designs")
+        self.design = os.path.join(self.design_root, "site")
 
     # actions -------------------------------------------------------------------------
     def _build(self, spec: dict) -> None:
         site = os.path.join(REPO, self.scenario.spec.get("site", "site"))
         staged = os.path.join(self.work, "site")
         left_out = spec.get("without_certificates_for") or []
-        if left_out:
-            self._addition = split_certificates(site, staged, left_out, list(self.scenario.spec["nodes"]))
-        elif self._addition:
-            shutil.move(self._addition, os.path.join(staged, os.path.basename(self._addition)))
-            self._addition = None
-        else:
+        withheld = withhold_certificates(site, staged, left_out, list(self.scenario.spec["nodes"])) if left_out else []
+        if not left_out:
             shutil.rmtree(staged, ignore_errors=True)
             shutil.copytree(site, staged)
         for task in BUILD_TASKS:
+            # with nodes withheld, build everything else (their scripts are expected to fail)
             argv = [sys.executable, "-m", "doit", "-f", os.path.join(REPO, "dodo.py"), "--dir", REPO,
-                    task, f"site={staged}", f"out={self.build_dir}"]
+                    *(["--continue"] if withheld else []), task, f"site={staged}", f"out={self.build_dir}"]
             result = subprocess.run(argv, capture_output=True, text=True, timeout=900)
-            if result.returncode != 0:
-                raise GateError(f"doit {task} failed ({result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
+            output = result.stdout + result.stderr
+            if result.returncode == 0:
+                continue
+            # without certificates the withheld nodes' scripts must be refused, and nothing else
+            problems = PROBLEM_SUBJECT.findall(output)
+            if not (withheld and problems and all(name in withheld for name in problems)):
+                raise GateError(f"doit {task} failed ({result.returncode}):\n{output[-3000:]}")
+            self.progress(f"    doit {task} refused, as expected, what needs {', '.join(sorted(set(problems)))}")
+        # the design the API renders on demand: the site plus its certificates (as Drydock has it)
+        shutil.rmtree(self.design, ignore_errors=True)
+        shutil.copytree(staged, self.design)
+        shutil.copy2(os.path.join(self.build_dir, "certificates.yaml"), os.path.join(self.design, "certificates.yaml"))
 
-    def _deliver(self, node: str, script: str) -> str:
+    def _server(self) -> str | None:
+        """URL of ``doit serve``'s server for this run's build (started on first use), or None
+        when nodes cannot reach the gate host (scripts are then copied over ssh)."""
+        address = self.provider.gate_address()
+        if address is None:
+            return None
+        url = f"http://{address}:{SERVER_PORT}"
+        if self._serving is None:
+            argv = [sys.executable, "-m", "promenade.server", "--host", address, "--port", str(SERVER_PORT),
+                    "--out", self.build_dir, "--design-root", self.design_root]
+            self._serving = self.provider.spawn_service(argv, os.path.join(self.report.dir, "serve.log"))
+            for _ in range(100):  # the server answers within a few seconds
+                if self._serving.poll() is not None:
+                    raise GateError(f"doit serve exited {self._serving.returncode}; see {self.report.dir}/serve.log")
+                probe = self.provider.exec(next(iter(self.provider.nodes)), f"curl -fsS -o /dev/null --max-time 2 "
+                                           f"{url}/api/v1.0/health", check=False)
+                if probe.returncode == 0:
+                    break
+                time.sleep(0.3)
+            else:
+                raise GateError(f"doit serve did not answer at {url}")
+        return url
+
+    def _token(self, node: str | None) -> str:
+        """The download token of ``node`` (None: the provisioner's) from the build's tokens.yaml."""
+        with open(os.path.join(self.build_dir, "tokens.yaml"), encoding="utf-8") as handle:
+            tokens = yaml.safe_load(handle)
+        return tokens["nodes"][node] if node else tokens["provisioner"]
+
+    def _fetch(self, node: str, path: str, token_of: str | None) -> tuple[int, str]:
+        """Download ``path`` from the server onto ``node`` as a provisioner would; (curl status, remote file)."""
+        remote = f"/root/promenade/{os.path.basename(path.split('?')[0]) or 'join.sh'}"
+        self.provider.put(node, f"Authorization: Bearer {self._token(token_of)}\n".encode(),
+                          "/root/promenade/auth-header", mode=0o600)
+        result = self.provider.exec(node, f"curl -fsS --max-time 120 -H @/root/promenade/auth-header "
+                                          f"-o {remote} '{self._server()}/{path}' && chmod 700 {remote}", check=False)
+        return result.returncode, remote
+
+    def _deliver(self, node: str, spec: dict) -> str:
+        """Place the stage's script on ``node``: fetched from the server if there is one (the
+        API for ``api:``), else copied over ssh from the build."""
+        if "api" in spec:
+            query = urlencode([("design_ref", self.design), ("hostname", node), ("ip", self.provider.address(node))]
+                              + [("labels.dynamic", label) for label in spec["api"].get("labels", [])])
+            if self._server() is None:
+                raise GateError("the join-scripts API needs nodes that reach the gate host (gate_address)")
+            status, remote = self._fetch(node, f"api/v1.0/join-scripts?{query}", None)
+            if status != 0:
+                raise GateError(f"{node}: the join-scripts API refused: {self._api_error(node, query)}")
+            return remote
+        script = spec["script"]
+        if self._server() is not None:
+            owner = NODE_SCRIPT.match(script)
+            status, remote = self._fetch(node, script, owner.group(1) if owner else None)
+            if status != 0:
+                raise GateError(f"{node}: cannot fetch {script} from doit serve (curl exit {status})")
+            return remote
         local = os.path.join(self.build_dir, script)
         if not os.path.exists(local):
             raise GateError(f"{script}: not in the build ({self.build_dir})")
@@ -213,9 +293,15 @@ class Runner:
             self.provider.put(node, handle.read(), remote, mode=0o700)
         return remote
 
+    def _api_error(self, node: str, query: str) -> str:
+        body = self.provider.exec(node, f"curl -sS --max-time 120 -H @/root/promenade/auth-header "
+                                        f"'{self._server()}/api/v1.0/join-scripts?{query}'", check=False)
+        return body.stdout.decode(errors="replace")[-2000:]
+
     def _run(self, spec: dict) -> None:
-        node, script = spec["node"], spec["script"]
-        remote = self._deliver(node, script)
+        node = spec["node"]
+        script = spec.get("script", "join script from the API")
+        remote = self._deliver(node, spec)
         if spec.get("unchanged"):
             self.provider.exec(node, "touch /run/promenade-gate-mark && sleep 1")
         result = self.provider.exec(node, f"bash {remote} {spec.get('args', '')}", check=False, timeout=900)
@@ -233,16 +319,41 @@ class Runner:
                 raise GateError(f"{node}: running {script} again changed {', '.join(changed)}")
 
     def _missing_script(self, spec: dict) -> None:
-        script = os.path.join(self.build_dir, f"join-{spec['node']}.sh")
-        if os.path.exists(script):
-            raise GateError(f"{script} exists, but {spec['node']} has no certificates yet")
+        node = spec["node"]
+        script = f"join-{node}.sh"
+        if self._server() is not None:
+            status, _ = self._fetch(node, script, node)
+            if status == 0:
+                raise GateError(f"{node}: doit serve handed out {script}, but {node} has no certificates yet")
+        elif os.path.exists(os.path.join(self.build_dir, script)):
+            raise GateError(f"{script} was built, but {node} has no certificates yet")
 
     def _teardown(self, spec: dict) -> None:
         node = spec["node"]
+        if node in self._anchored:  # the label removal of promenade-teardown deletes the anchor pod
+            daemonsets.unschedule(self.provider, node)
+            self._anchored.discard(node)
         self.provider.exec(node, "promenade-teardown", timeout=900)
         self.provider.power_off(node)
         self.provider.wipe(node)
         self.provider.power_on(node)
+
+    def _assign_roles(self, roles: dict) -> None:
+        """Record who is checked as what (null: not checked); without a kubelet, schedule the
+        etcd anchor on new members as its DaemonSet would (:mod:`promenade.gates.daemonsets`)."""
+        for name, role in roles.items():
+            if role is None:
+                self.roles.pop(name, None)
+            else:
+                self.roles[name] = role
+        if self.provider.has_kubernetes:
+            return
+        members = [n for n, r in self.roles.items() if r in ETCD_ROLES]
+        for name in members:
+            if name not in self._anchored:
+                daemonsets.schedule(self.provider, self.build_dir, name,
+                                    [self.provider.address(n) for n in members])
+                self._anchored.add(name)
 
     def _do(self, stage: dict) -> None:
         if "build" in stage:
@@ -275,16 +386,17 @@ class Runner:
             }
         return {"scenario": self.scenario.name, "stage": stage["name"], "provider": self.provider.name,
                 "kubernetes": self.provider.has_kubernetes, "nodes": nodes, "cas": cas,
+                "all_nodes": {name: {"address": address} for name, address in spec["nodes"].items()},
                 "etcdctl": spec.get("etcdctl", {}), "etcd_members": stage.get("etcd_members"),
-                "etcd_nodes": sorted(n for n, r in self.roles.items() if r in ("genesis", "master"))}
+                "etcd_nodes": sorted(n for n, r in self.roles.items() if r in ETCD_ROLES)}
 
     def _check(self, stage: dict, result: StageResult) -> None:
-        """Run the stage's check modules on every node with a role, and the etcd membership
-        check on every etcd member; a failed check fails the stage."""
+        """Run the etcd membership check on every etcd member, then the stage's check modules
+        on every node with a role; a failed check fails the stage."""
         context = self.context(stage)
         runs = [(list(stage.get("checks", [])), sorted(self.roles), stage["name"])]
-        if stage.get("etcd_members") is not None:
-            runs.append((["test_etcd_members"], context["etcd_nodes"], f"{stage['name']}.etcd"))
+        if stage.get("etcd_members") is not None:  # first: it waits for membership to converge
+            runs.insert(0, (["test_etcd_members"], context["etcd_nodes"], f"{stage['name']}.etcd"))
         for modules, hosts, label in runs:
             if not modules or not hosts:
                 continue
@@ -299,6 +411,7 @@ class Runner:
     def run(self) -> Report:
         """Boot the nodes, run every stage until one fails, always power everything down."""
         stages = self.scenario.spec["stages"]
+        shutil.rmtree(self.work, ignore_errors=True)  # every run builds from scratch
         previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
         try:
             boot = StageResult("boot")
@@ -320,11 +433,7 @@ class Runner:
                     continue
                 try:
                     self._do(stage)
-                    for name, role in (stage.get("roles") or {}).items():
-                        if role is None:
-                            self.roles.pop(name, None)
-                        else:
-                            self.roles[name] = role
+                    self._assign_roles(stage.get("roles") or {})
                     self._check(stage, result)
                 except (GateError, PromenadeError, subprocess.TimeoutExpired) as exc:
                     result.ok, result.message = False, str(exc)
@@ -334,6 +443,9 @@ class Runner:
                     self._collect_logs(stage)
                     break
         finally:
+            if self._serving is not None:
+                self._serving.terminate()
+                self._serving.wait(timeout=30)
             self.provider.down()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

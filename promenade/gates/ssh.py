@@ -3,6 +3,7 @@
 Hosts file (YAML)::
 
     kubernetes: true            # kubelet/apiserver can run there: checks that need them run
+    gate_address: 10.23.0.1     # optional: nodes fetch scripts from `doit serve` run here
     ssh_options:                # optional, added to every host's ssh_config entry
       IdentityFile: ~/.ssh/gate
     power:                      # optional shell commands run here; {name} is the node name
@@ -64,6 +65,9 @@ class SshHosts(Provider):
 
     def ssh_config(self) -> str:
         return os.path.join(self.dir, "ssh_config")
+
+    def gate_address(self) -> str | None:
+        return self.spec.get("gate_address")
 
     def _power(self, action: str, name: str) -> None:
         command = (self.spec.get("power") or {}).get(action)

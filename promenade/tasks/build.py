@@ -5,9 +5,9 @@
   its hostname, e.g. ``kubelet-<host>``). Writes ``state/build/plan.json`` and
   ``state/build/common.stamp``, a digest of the shared documents, templates and engine code,
   rewritten only when it changes.
-* ``build_shared:<role>``: the shared payload of ``join`` / ``genesis`` (HostSystem and Genesis
-  ``files``, downloads included), compressed (and encrypted) once into
-  ``state/build/shared-<role>.payload`` and reused by every script of that role.
+* ``build_shared:<role>``: the shared payload (HostSystem ``files``, downloads included),
+  compressed once per run and encrypted as the role's policy says, into
+  ``state/build/shared-<role>.payload``; every script of that role reuses it.
 * ``build_genesis``: ``genesis.sh`` and ``validate-genesis.sh``.
 * ``build_node:<name>``: ``join-<name>.sh`` and ``validate-<name>.sh``; its ``file_dep`` is the
   common stamp, the shared payload and the node's own documents, so editing one node rebuilds
@@ -34,7 +34,7 @@ from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
 from .. import engine, store
-from ..config import CERTIFICATE, CERTIFICATE_KEY, ENCRYPTION_POLICY, GENESIS, HOST_SYSTEM, NODE, SiteConfig
+from ..config import CERTIFICATE, CERTIFICATE_KEY, ENCRYPTION_POLICY, HOST_SYSTEM, NODE, SiteConfig
 from ..fileio import SECRET_MODE, atomic_write, remove_quietly
 from .options import out_dir, state_dir
 from .render import RENDERED_STORE
@@ -47,7 +47,7 @@ PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE_SOURCES = [os.path.join(PACKAGE_DIR, name)
                   for name in ("engine.py", "bundles.py", "downloads.py", "trees.py", "config.py")]
 NODE_OWNED_SCHEMAS = (CERTIFICATE, CERTIFICATE_KEY)
-SHARED_SCHEMAS = {"join": (HOST_SYSTEM, ENCRYPTION_POLICY), "genesis": (HOST_SYSTEM, GENESIS, ENCRYPTION_POLICY)}
+SHARED_SCHEMAS = (HOST_SYSTEM, ENCRYPTION_POLICY)  # what the shared payloads are made from
 ROLES = ("genesis", "join")
 SCRIPTS_PER_TASK = {"build_genesis": 2, "build_node": 2, "build_cluster": 1}
 
@@ -113,7 +113,7 @@ def make_plan(store_dir: str, extra_inputs: list[str]) -> None:
     index = store.read_index(store_dir)
     nodes = store.load_documents(store_dir, [NODE])
     by_hostname = {str(doc.data.get("hostname") or doc.name): doc.name for doc in nodes}
-    plan = {"nodes": {doc.name: [] for doc in nodes}, "common": [], "shared": {role: [] for role in ROLES}}
+    plan = {"nodes": {doc.name: [] for doc in nodes}, "common": [], "shared": []}
     for position, entry in enumerate(index):
         owners = []
         if entry["schema"] == NODE:
@@ -124,9 +124,8 @@ def make_plan(store_dir: str, extra_inputs: list[str]) -> None:
             plan["nodes"][owner].append(position)
         if not owners:
             plan["common"].append(position)
-        for role in ROLES:
-            if entry["schema"] in SHARED_SCHEMAS[role]:
-                plan["shared"][role].append(entry["file"])
+        if entry["schema"] in SHARED_SCHEMAS:
+            plan["shared"].append(entry["file"])
     digest = hashlib.sha256()
     for path in [os.path.join(store_dir, index[position]["file"]) for position in plan["common"]] + extra_inputs:
         with open(path, "rb") as handle:
@@ -144,7 +143,7 @@ def _view_documents(store_dir: str, positions: list[int]) -> list:
 
 @user_errors
 def make_shared(store_dir: str, role: str, files: list[str], target: str) -> None:
-    """Build the shared payload of ``role`` from the HostSystem / Genesis / EncryptionPolicy documents."""
+    """Build the shared payload of ``role`` from the HostSystem and EncryptionPolicy documents."""
     wanted = {os.path.join(store_dir, path) for path in files}
     docs = [doc for doc, entry in zip(_load_rendered(store_dir), store.read_index(store_dir))
             if os.path.join(store_dir, entry["file"]) in wanted]
@@ -234,7 +233,7 @@ def task_build_shared():
     store_dir = rendered_dir()
     plan = _plan()
     for role in ROLES:
-        files = plan["shared"][role]
+        files = plan["shared"]
         yield {
             "name": role,
             "actions": [(make_shared, [store_dir, role, files, shared_path(role)])],
@@ -304,16 +303,20 @@ def task_build():
 class BuildReporter(ConsoleReporter):
     """Compact progress for big builds, then a summary line.
 
-    On a terminal one status line (done / total, current task, elapsed) is redrawn in place;
-    otherwise (logs, CI) each executed task is one ``.  name`` line as with doit's
-    ``executed-only`` reporter. Up-to-date tasks print nothing. Failures are reported as usual.
+    On a terminal one status line (done / total, current task, elapsed) is redrawn in place.
+    Otherwise (logs, CI) the first :attr:`LISTED` executed tasks are one ``.  name`` line each,
+    as with doit's ``executed-only`` reporter, and after that one progress line per 10%.
+    Up-to-date tasks print nothing. Failures are reported as usual.
     """
+
+    LISTED = 100
 
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
         self.started = time.monotonic()
         self.tty = hasattr(outstream, "isatty") and outstream.isatty()
         self.total = self.done = self.built = self.uptodate = self.removed = self.executed = 0
+        self.decile = 0
 
     def initialize(self, tasks, selected_tasks):
         """Count the tasks the selection reaches (delayed families add to it as they appear)."""
@@ -328,16 +331,21 @@ class BuildReporter(ConsoleReporter):
     def _step(self, task) -> None:
         self.done += 1
         self.total = max(self.total, self.done)  # delayed task families grow the count
+        status = f"[{self.done}/{self.total}] {task.name} ({time.monotonic() - self.started:.1f}s)"
         if self.tty:
-            elapsed = time.monotonic() - self.started
-            self.write(f"\r\033[K[{self.done}/{self.total}] {task.name} ({elapsed:.1f}s)")
+            self.write("\r\033[K" + status)
             self.outstream.flush()
+        elif self.executed > self.LISTED and 10 * self.done // self.total > self.decile:
+            self.decile = 10 * self.done // self.total
+            self.write(status + "\n")
 
     def execute_task(self, task):
         if task.actions:
             self.executed += 1
-            if not self.tty:
+            if not self.tty and self.executed <= self.LISTED:
                 self.write(f".  {task.title()}\n")
+            elif not self.tty and self.executed == self.LISTED + 1:
+                self.write(f"... more than {self.LISTED} tasks to run: progress every 10%\n")
 
     def add_success(self, task):
         self.built += int(task.values.get("scripts", 0))

@@ -184,7 +184,7 @@ def forget_for_renewal(index: str, which: str) -> None:
 def task_certs_requests():
     """Split the site's PKICatalog documents into one request per CA, certificate and key pair."""
     site_store = state_dir(*SITE_STORE)
-    entries = [e for e in store.read_index(site_store)
+    entries = [e for e in store.read_index(site_store, missing_ok=True)
                if e["schema"] in (pki.CATALOG_SCHEMA, *pki.PKI_SCHEMAS)]
     return {
         "actions": [(write_requests, [site_store, pki_dir()])],
@@ -198,7 +198,7 @@ def task_certs_requests():
 def task_certs():
     """Generate the cluster PKI (CAs, certificates, key pairs) into certificates.yaml."""
     index = pki_dir(REQUESTS_INDEX)
-    items = _read_json(index)["items"]
+    items = _read_json(index)["items"] if os.path.exists(index) else []  # none yet for `doit list`
     ca_outputs = {item["name"]: item["output"] for item in items if item["kind"] == "ca"}
     for item in items:
         ca_output = ca_outputs[item["ca"]] if item["kind"] == "cert" else None

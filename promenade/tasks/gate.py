@@ -1,5 +1,6 @@
-"""Task family ``gate``: ``doit gate:<scenario>`` runs one scenario of ``gates/``, ``doit gate:clean``
-removes what killed runs left behind. ``doit gate`` alone runs every scenario, then ``clean``.
+"""Task family ``gate``: ``doit gate:<scenario>`` runs one scenario of ``gates/``;
+``doit gate:clean`` removes what killed runs left behind and node images of other package
+lists. ``doit gate`` alone runs every scenario, then ``clean``.
 
 Variables: ``provider=sandbox|ssh`` (default sandbox), ``hosts=FILE`` (the ssh provider's hosts
 file), ``out=DIR`` (reports go to ``<out>/gates/<scenario>/``).
@@ -10,7 +11,7 @@ from __future__ import annotations
 from doit import get_var
 from doit.exceptions import TaskFailed
 
-from ..gates import sandbox
+from ..gates import image, sandbox
 from ..gates.provider import GateError
 from ..gates.scenario import run_gate, scenario_names
 from .options import out_dir
@@ -29,7 +30,7 @@ def _gate(name: str, out: str, provider: str, hosts: str | None):
 
 
 def _clean() -> None:
-    removed = sandbox.clean_all()
+    removed = sandbox.clean_all() + [f"image {key}" for key in image.prune_images()]
     print("\n".join(removed) if removed else "nothing to clean")
 
 
@@ -41,5 +42,5 @@ def task_gate():
         yield {"name": name, "doc": f"run the {name} gate scenario",
                "actions": [(_gate, [name, out_dir(), provider, hosts])],
                "uptodate": [False], "verbosity": 2}
-    yield {"name": "clean", "doc": "remove sandbox leftovers of gate runs that died",
+    yield {"name": "clean", "doc": "remove leftovers of gate runs that died, and outdated node images",
            "actions": [_clean], "uptodate": [False], "verbosity": 2}

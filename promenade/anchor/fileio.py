@@ -1,0 +1,1 @@
+../fileio.py
