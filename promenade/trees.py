@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import jinja2
 import yaml
 
+from . import charts
 from .config import GENESIS, HOST_SYSTEM, SiteConfig
 from .errors import Problem, PromenadeError
 from .rendering import _deep_merge
@@ -35,7 +36,6 @@ from .store import dump_yaml
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES_DIR = os.path.join(REPO_DIR, "templates")
 ROLES_DIR = os.path.join(TEMPLATES_DIR, "roles")
-CHARTS_DIR = os.path.join(REPO_DIR, "charts")
 CHARTS_TARGET = "/etc/genesis/armada/assets/charts"
 MODES_FILE = os.path.join(ROLES_DIR, "modes.yaml")
 ROLES = ("common", "genesis", "join")
@@ -120,18 +120,17 @@ def role_templates(role: str) -> tuple[str, ...]:
 def chart_files() -> tuple[FileEntry, ...]:
     """The charts of ``charts/`` as placed on the genesis node."""
     entries = []
-    for relative in _walk(CHARTS_DIR):
-        source = os.path.join(CHARTS_DIR, relative)
+    for relative, source in sorted(charts.assembled_sources().items()):
         with open(source, "rb") as handle:
             data = handle.read()
-        mode = 0o755 if os.stat(source).st_mode & 0o100 else 0o644
-        entries.append(FileEntry(f"{CHARTS_TARGET}/{relative}", mode, data))
+        entries.append(FileEntry(f"{CHARTS_TARGET}/{relative}", charts.file_mode(relative), data))
     return tuple(entries)
 
 
 def input_files() -> list[str]:
     """Every file the role trees are built from (templates, modes.yaml, charts), for ``file_dep``."""
-    return [os.path.join(root, path) for root in (ROLES_DIR, CHARTS_DIR) for path in _walk(root)]
+    return [os.path.join(ROLES_DIR, path) for path in _walk(ROLES_DIR)] + \
+        sorted(set(charts.assembled_sources().values()))
 
 
 def _node_path(template: str) -> str:

@@ -52,7 +52,8 @@ def test_example_site_builds(example, server, tmp_path):  # noqa: F811 (fixture)
     assert node["etc/kubernetes/manifests/kubernetes-apiserver.yaml"].isfile()
     keys = [m for name, m in node.items() if name.endswith(("-key.pem", ".key"))]
     assert keys and all(stat.S_IMODE(m.mode) & 0o077 == 0 for m in keys)
-    if example != "simple":  # simple has no kubelet download
+    if example != "simple":  # simple has no kubelet download and no Genesis files
+        assert "etc/genesis/apiserver/acconfig.yaml" in members(parts["genesis"])  # Genesis files, last
         assert hits == ["/node.tar.gz"]  # both tar_url entries share one fetch
         kubelet = shared["usr/local/bin/kubelet"]
         assert stat.S_IMODE(kubelet.mode) == 0o555

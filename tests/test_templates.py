@@ -18,7 +18,8 @@ from cryptography.x509.oid import NameOID
 from promenade.config import SiteConfig
 from promenade.documents import parse_stream
 from promenade.errors import PromenadeError
-from promenade.trees import (CHARTS_DIR, CHARTS_TARGET, FileEntry, host_files, input_files, node_files,
+from promenade.charts import assembled_sources
+from promenade.trees import (CHARTS_TARGET, FileEntry, host_files, input_files, node_files,
                              render_role_files)
 from sitefixtures import REPO, embedded_site, rendered
 
@@ -267,12 +268,14 @@ def test_bootstrap_armada_carries_the_sites_armada_documents(config):
 
 def test_genesis_carries_the_charts_the_armada_documents_use(config, trees):
     genesis = trees[None]
-    charts = {path: entry for path, entry in genesis.items() if path.startswith(CHARTS_TARGET + "/")}
-    assert {path[len(CHARTS_TARGET) + 1:] for path in charts} == {
-        os.path.relpath(path, CHARTS_DIR) for path in input_files() if path.startswith(CHARTS_DIR + os.sep)}
-    for entry in charts.values():
-        with open(os.path.join(CHARTS_DIR, entry.path[len(CHARTS_TARGET) + 1:]), "rb") as handle:
+    placed = {path: entry for path, entry in genesis.items() if path.startswith(CHARTS_TARGET + "/")}
+    sources = assembled_sources()
+    assert {path[len(CHARTS_TARGET) + 1:] for path in placed} == set(sources)
+    assert set(sources.values()) <= set(input_files())
+    for entry in placed.values():
+        with open(sources[entry.path[len(CHARTS_TARGET) + 1:]], "rb") as handle:
             assert handle.read() == entry.data
+    assert placed[f"{CHARTS_TARGET}/etcd/files/etcd_anchor.py"].mode == 0o755
     assert not [path for path in trees["n1"] if path.startswith(CHARTS_TARGET)]
     local = [doc["data"]["source"] for doc in config.armada_documents()
              if doc["schema"] == "armada/Chart/v1" and doc["data"]["source"]["type"] == "local"]
