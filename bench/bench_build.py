@@ -12,7 +12,8 @@ certificates and builds every script. Each figure is the median wall time of ``-
   that stats every input (site files, build state) and every output.
 * ``relabel``: N = 50, one worker's labels change between runs.
 * ``50MiB N``: N = 10 / 50 with two 50 MiB HostSystem files (seeded base64 text, as in the
-  original's measurements) served from a loopback HTTP server; full build.
+  original's measurements) served from a loopback HTTP server; full build, then the same in
+  by-reference mode (join scripts fetch the shared payload instead of embedding it).
 
 Usage: ``.venv/bin/python bench/bench_build.py [--runs 3] [--only full,noop,relabel,50mib]``.
 Every doit run has a timeout, and the whole benchmark stops after ``--budget`` seconds.
@@ -100,17 +101,20 @@ def certified_output(site: str, out: str) -> None:
     doit("certs", site=site, out=out)
 
 
-def full_build(site: str, root: str, runs: int, budget: Budget) -> list[float]:
-    """Wall times of ``doit build`` from an output directory holding only certificates."""
-    times = []
+def full_build(site: str, root: str, runs: int, budget: Budget, *extra: str) -> tuple[list[float], str]:
+    """Wall times of ``doit build [extra]`` from new output directories holding only certificates.
+
+    Returns the times and the last output directory (kept; the others are deleted).
+    """
+    times, out = [], ""
     for run in range(runs):
         budget.check()
-        out = os.path.join(root, f"out-{run}")
-        certified_output(site, out)
-        times.append(doit("build", site=site, out=out))
-        if run < runs - 1:
+        if out:
             shutil.rmtree(out)
-    return times
+        out = tempfile.mkdtemp(prefix="out-", dir=root)
+        certified_output(site, out)
+        times.append(doit("build", *extra, site=site, out=out))
+    return times, out
 
 
 def report(label: str, times: list[float], extra: str = "") -> None:
@@ -124,9 +128,10 @@ def bench_full(root: str, runs: int, budget: Budget) -> None:
     for n in (10, 200, 1000):
         base = os.path.join(root, f"full-{n}")
         site = prepare(n, base)
-        report(f"full build N={n}", full_build(site, base, runs, budget))
+        times, out = full_build(site, base, runs, budget)
+        report(f"full build N={n}", times)
         if n == 1000:
-            bench_noop(site, os.path.join(base, f"out-{runs - 1}"), runs, budget)
+            bench_noop(site, out, runs, budget)
         shutil.rmtree(base)
 
 
@@ -200,8 +205,9 @@ def bench_big(root: str, runs: int, budget: Budget) -> None:
                 text = handle.read()
             with open(host_system, "w", encoding="utf-8") as handle:
                 handle.write(text.replace("\ndata:\n", "\ndata:\n  files:\n" + entries, 1))
-            report(f"50MiB full build N={n}",
-                   full_build(site, base, runs if n == 10 else max(1, runs // 2), budget))
+            count = runs if n == 10 else max(1, runs // 2)
+            report(f"50MiB full build N={n}", full_build(site, base, count, budget)[0])
+            report(f"50MiB by-reference N={n}", full_build(site, base, count, budget, f"blob_url={url}/blobs")[0])
             shutil.rmtree(base)
     finally:
         httpd.shutdown()

@@ -3,16 +3,16 @@
 A node script is the text rendered from ``templates/scripts/<kind>.sh.j2`` followed by its
 payloads, each a marker line ``#@promenade-payload <label>`` and the base64 of the (possibly
 gpg-encrypted) tar.gz, one ``#``-prefixed line per 76 characters (so ``bash -n`` and
-shellcheck skip them as comments). Two payloads per script:
+shellcheck skip them as comments). The payloads, in extraction order:
 
 * ``node``: the role files rendered for this node (common + genesis / join);
 * ``shared``: the HostSystem ``files``, the same archive for genesis and every join script, so
   it is compressed once and reused;
 * ``genesis`` (genesis.sh only): the Genesis ``files``.
 
-Extraction follows that order, so HostSystem files override role files of the same path and
-Genesis files override both, as in the original. In by-reference mode (``Workspace(blob_url=...)``) join scripts carry
-only the node payload and fetch the shared one from ``<blob_url>/<sha256>``, checking the digest.
+So HostSystem files override role files of the same path and Genesis files override both, as
+in the original. In by-reference mode (``Workspace(blob_url=...)``) join scripts carry only the
+node payload and fetch the shared one from ``<blob_url>/<sha256>``, checking its digest.
 
 The functions here are the whole engine: ``doit build`` (``promenade.tasks.build``), the CLI
 and the API server call them and get the same bytes for the same documents.
@@ -43,7 +43,6 @@ from .trees import TEMPLATES_DIR, FileEntry, host_files, node_files
 
 SCRIPTS_DIR = os.path.join(TEMPLATES_DIR, "scripts")
 MARKER = "#@promenade-payload"
-LINE = 76
 DEFAULT_METRICS_DIR = "/var/log/node-exporter-textfiles"
 DEFAULT_VALIDATION_IMAGE = "busybox:1.28.3"
 SYSTEMD_ACTIONS = ("enable", "start", "stop", "disable", "mask")

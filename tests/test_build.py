@@ -222,6 +222,15 @@ def test_encrypted_join_payload_decrypts_with_gpg(fresh, tmp_path):
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
     # Unchanged inputs keep the same ciphertext: a rebuild is a no-op and leaves the bytes alone.
     assert executed(build(site, out, env={"PROMENADE_ENCRYPTION_KEY": key})) == []
+    # A new key re-encrypts every payload.
+    proc = build(site, out, env={"PROMENADE_ENCRYPTION_KEY": "another key"})
+    assert {"build_node:n1", "build_node:n2", "build_node:n3"} <= set(executed(proc))
+    blob = payloads((out / "join-n1.sh").read_bytes())["node"]
+    try:
+        subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase",
+                        "another key", "--decrypt"], input=blob, capture_output=True, check=True)
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
 
 
 def test_build_all_cli_matches_doit_build(built, tmp_path):

@@ -46,7 +46,7 @@ SCENARIO = {
     "nodes": {"n0": "192.168.77.10", "n1": "192.168.77.11"},
     "stages": [
         {"name": "prepare", "exec": {"node": "n0", "command": "echo gate > /root/stage"},
-         "roles": {"n0": "genesis", "n1": "master"}, "checks": ["test_node", "test_kubernetes"]},
+         "roles": {"n0": "worker", "n1": "worker"}, "checks": ["test_node", "test_kubernetes"]},
         {"name": "outage", "power_cycle": ["n0", "n1"], "checks": ["test_node"]},
         {"name": "needs-api", "exec": {"node": "n0", "command": "kubectl get nodes"}, "needs_kubernetes": True},
         {"name": "breaks", "exec": {"node": "n1", "command": "test -e /root/stage"}},

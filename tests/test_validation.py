@@ -191,3 +191,13 @@ def test_values_of_encrypted_documents_are_not_quoted():
     problems = [p for p in validate(docs(text)) if p.name == "n"]
     assert [p.path for p in problems] == [".data.dns.service_ip", ".data.kubernetes"]
     assert not any("s3cr3t" in str(p) for p in problems)
+
+
+def test_sha256_pin_is_accepted_on_downloads_and_rejected_elsewhere():
+    text = ("schema: promenade/HostSystem/v1\nmetadata: {name: hs, schema: metadata/Document/v1,"
+            " layeringDefinition: {layer: site}}\ndata:\n  files:\n"
+            f"    - {{path: /a, mode: 0644, url: 'http://127.0.0.1/x', sha256: {'a' * 64}}}\n"
+            f"    - {{path: /b, mode: 0644, content: x, sha256: {'b' * 64}}}\n")
+    problems = [p for p in validation.validate(parse_stream(text, "h.yaml")) if p.path and p.path.startswith(".data.files")]
+    assert [(p.line, p.path, p.message) for p in problems] == [
+        (6, ".data.files[1]", "expected url or tar_url with sha256 (it pins downloaded content)")]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 
@@ -86,6 +87,23 @@ class Provider:
     def _ssh(self, name: str, remote: str, **kwargs) -> subprocess.CompletedProcess:
         argv = ["ssh", "-F", self.ssh_config(), "-o", "BatchMode=yes", name, remote]
         return subprocess.run(argv, **kwargs)
+
+    def _close_master(self, name: str) -> None:
+        """Close the ssh connection kept open for ``name`` (before it goes away)."""
+        subprocess.run(["ssh", "-F", self.ssh_config(), "-O", "exit", name], capture_output=True)
+
+    def _wait_ready(self, name: str, timeout: float, interval: float, alive=None) -> None:
+        """Return once ``name`` answers over ssh with its boot finished; ``alive()`` may raise
+        :class:`GateError` when the node can no longer come up."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if alive is not None:
+                alive()
+            if self._ssh(name, "systemctl is-system-running --wait >/dev/null; true", capture_output=True,
+                         stdin=subprocess.DEVNULL, timeout=timeout).returncode == 0:
+                return
+            time.sleep(interval)
+        raise GateError(f"{name}: not reachable over ssh after {timeout:.0f} s")
 
     def exec(self, name: str, command: str, check: bool = True, timeout: float = 600,
              input: bytes | None = None) -> subprocess.CompletedProcess:

@@ -33,7 +33,7 @@ class Report:
     def __init__(self, scenario: str, out_dir: str, provider: str, progress=print):
         self.scenario = scenario
         self.provider = provider
-        self.dir = os.path.join(out_dir, "gates", scenario)
+        self.dir = os.path.abspath(os.path.join(out_dir, "gates", scenario))
         self.progress = progress
         self.stages: list[StageResult] = []
         self.started = time.monotonic()
@@ -49,7 +49,9 @@ class Report:
     def add(self, result: StageResult) -> None:
         self.stages.append(result)
         status = "ok" if result.ok else "FAILED"
-        counts = f" ({len(result.passed)} checks, {len(result.skipped)} skipped)" if result.passed or result.skipped else ""
+        counts = ""
+        if result.passed or result.skipped:
+            counts = f" ({len(result.passed)} checks, {len(result.skipped)} skipped)"
         self.progress(f"    {status} in {result.seconds:.1f} s{counts}")
         if not result.ok:
             self.progress("    " + result.message.replace("\n", "\n    "))
@@ -80,7 +82,8 @@ class Report:
             case = ET.SubElement(suite, "testcase", classname=f"gate.{self.scenario}", name=stage.name,
                                  time=f"{stage.seconds:.3f}")
             if not stage.ok:
-                ET.SubElement(case, "failure", message=stage.message.splitlines()[0] if stage.message else "failed").text = stage.message
+                summary = stage.message.splitlines()[0] if stage.message else "failed"
+                ET.SubElement(case, "failure", message=summary).text = stage.message
             lines = [f"exercised: {name}" for name in stage.passed]
             lines += [f"skipped: {name}: {reason}" for name, reason in sorted(stage.skipped.items())]
             if lines:

@@ -209,9 +209,7 @@ class Sandbox(Provider):
         return os.path.join(self.dir, "nodes", name, *parts)
 
     def _netns(self, name: str) -> str:
-        return f"pg-{self.run}-{name}"
-
-    def _machine(self, name: str) -> str:
+        """Name of the node's network namespace, also its nspawn machine name."""
         return f"pg-{self.run}-{name}"
 
     def ssh_config(self) -> str:
@@ -315,7 +313,7 @@ class Sandbox(Provider):
 
         log = open(self._node_dir(name, "console.log"), "ab")  # noqa: SIM115 (owned by the child)
         argv = ["systemd-nspawn", "-D", root, "--boot", f"--network-namespace-path=/run/netns/{self._netns(name)}",
-                "--register=no", "--keep-unit", f"--hostname={name}", f"--machine={self._machine(name)}",
+                "--register=no", "--keep-unit", f"--hostname={name}", f"--machine={self._netns(name)}",
                 "--console=read-only", "--resolv-conf=off", "--timezone=off", "--link-journal=no"]
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 preexec_fn=enter_cgroup, start_new_session=True)
@@ -323,16 +321,14 @@ class Sandbox(Provider):
         self._procs[name] = proc
         with open(self._node_dir(name, "nspawn.pid"), "w", encoding="utf-8") as handle:
             handle.write(f"{proc.pid}\n")
-        deadline = time.monotonic() + BOOT_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def alive() -> None:
             if proc.poll() is not None:
-                raise GateError(f"{name}: systemd-nspawn exited {proc.returncode}; see {self._node_dir(name, 'console.log')}")
-            if self._ssh(name, "systemctl is-system-running --wait >/dev/null; true", capture_output=True,
-                         stdin=subprocess.DEVNULL, timeout=BOOT_TIMEOUT).returncode == 0:
-                self.progress(f"  {name}: booted in {time.monotonic() - start:.1f} s")
-                return
-            time.sleep(0.3)
-        raise GateError(f"{name}: not reachable over ssh after {BOOT_TIMEOUT:.0f} s")
+                raise GateError(f"{name}: systemd-nspawn exited {proc.returncode}; "
+                                f"see {self._node_dir(name, 'console.log')}")
+
+        self._wait_ready(name, BOOT_TIMEOUT, 0.3, alive)
+        self.progress(f"  {name}: booted in {time.monotonic() - start:.1f} s")
 
     def gate_address(self) -> str:
         return HUB_ADDRESS.split("/")[0]
@@ -366,7 +362,7 @@ class Sandbox(Provider):
         proc = self._procs.pop(name, None)
         if proc is None:
             return
-        _sh("ssh", "-F", self.ssh_config(), "-O", "exit", name, check=False)
+        self._close_master(name)
         if hard:
             leader = self._leader(name)
             os.kill(leader or proc.pid, signal.SIGKILL)

@@ -8,6 +8,7 @@ A scenario file::
     etcdctl: {endpoint: ..., cacert: ..., cert: ..., key: ...}   # paths on the nodes
     files: {genesis: [{path: ..., mode: "0600", owner: root}], master: [...], worker: [...]}
     certificates: {genesis: [{path: ..., ca: kubernetes-etcd}], ...}
+    units: {common: [containerd.service], ...}                  # enabled and active
     stages:
       - name: genesis
         run: {node: n0, script: genesis.sh}     # one action per stage (see ACTIONS)
@@ -16,17 +17,20 @@ A scenario file::
         etcd_members: [n0]                      # exact membership afterwards
         needs_kubernetes: true                  # skipped (and reported) on sandbox nodes
 
-Actions: ``build`` (``{without_certificates_for: [node]}`` withholds the node's PKICatalog
-entries and their consumers from this build; a later plain ``build`` adds them back), ``run`` (``node``, ``script``, ``args``,
-``expect: success|failure``, ``unchanged: true``), ``missing_script`` (``node``: its join
-script must not exist), ``power_off``/``power_on``/``power_cycle``/``wipe`` (node lists),
-``teardown`` (``node``: run ``promenade-teardown``, power off, wipe, power on) and ``exec``
-(``node``, ``command``). The runner always powers everything down at the end.
+Actions: ``build`` (``doit certs build tokens`` of a fresh copy of the site;
+``{without_certificates_for: [node]}`` withholds the node's PKICatalog entries and their
+consumers, and only that node's scripts may fail to build), ``run`` (``node``, ``script`` or
+``api: {labels: [...]}`` for the join-scripts API, ``args``, ``expect: success|failure``,
+``unchanged: true``: nothing under /etc, /usr/local, /opt changes), ``missing_script``
+(``node``: its join script must not be handed out), ``power_off``/``power_on``/
+``power_cycle``/``wipe`` (node lists), ``teardown`` (``node``: its etcd anchor stops,
+``promenade-teardown`` runs, then power off, wipe, power on) and ``exec`` (``node``,
+``command``). Scripts are fetched from ``doit serve`` run where nodes reach it (else copied
+over ssh). The runner always powers everything down at the end, also on failure and SIGTERM.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import shutil
@@ -68,6 +72,7 @@ SCHEMA = {
         "etcdctl": {"type": "object", "additionalProperties": {"type": "string"}},
         "files": {"type": "object", "additionalProperties": {"type": "array"}},
         "certificates": {"type": "object", "additionalProperties": {"type": "array"}},
+        "units": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
         "stages": {"type": "array", "minItems": 1, "items": {
             "type": "object",
             "required": ["name"],
@@ -79,7 +84,8 @@ SCHEMA = {
                         "oneOf": [{"required": ["script"]}, {"required": ["api"]}],
                         "properties": {"node": {"type": "string"}, "script": {"type": "string"},
                                        "api": {"type": "object", "additionalProperties": False,
-                                               "properties": {"labels": {"type": "array", "items": {"type": "string"}}}},
+                                               "properties": {"labels": {"type": "array",
+                                                                         "items": {"type": "string"}}}},
                                        "args": {"type": "string"}, "unchanged": {"type": "boolean"},
                                        "expect": {"enum": ["success", "failure"]}}},
                 "missing_script": {"type": "object", "required": ["node"]},
@@ -349,6 +355,8 @@ class Runner:
         if self.provider.has_kubernetes:
             return
         members = [n for n, r in self.roles.items() if r in ETCD_ROLES]
+        if members and not os.path.isdir(os.path.join(self.build_dir, "state", "rendered")):
+            raise GateError(f"etcd members {', '.join(members)} need the site: put a build stage first")
         for name in members:
             if name not in self._anchored:
                 daemonsets.schedule(self.provider, self.build_dir, name,
@@ -376,13 +384,15 @@ class Runner:
     def context(self, stage: dict) -> dict:
         """What the testinfra checks of ``stage`` expect (see ``gates/checks/conftest.py``)."""
         spec = self.scenario.spec
-        cas = _pki_documents(self.build_dir) if os.path.exists(os.path.join(self.build_dir, "certificates.yaml")) else {}
+        built = os.path.exists(os.path.join(self.build_dir, "certificates.yaml"))
+        cas = _pki_documents(self.build_dir) if built else {}
         nodes = {}
         for name, role in self.roles.items():
             nodes[name] = {
                 "address": spec["nodes"][name], "role": role,
                 "files": [f for key in ("common", role) for f in (spec.get("files") or {}).get(key, [])],
                 "certificates": [c for key in ("common", role) for c in (spec.get("certificates") or {}).get(key, [])],
+                "units": [u for key in ("common", role) for u in (spec.get("units") or {}).get(key, [])],
             }
         return {"scenario": self.scenario.name, "stage": stage["name"], "provider": self.provider.name,
                 "kubernetes": self.provider.has_kubernetes, "nodes": nodes, "cas": cas,
@@ -412,7 +422,9 @@ class Runner:
         """Boot the nodes, run every stage until one fails, always power everything down."""
         stages = self.scenario.spec["stages"]
         shutil.rmtree(self.work, ignore_errors=True)  # every run builds from scratch
-        previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+        os.makedirs(self.work, mode=0o700)  # the build holds private keys
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
         try:
             boot = StageResult("boot")
             self.report.stage_started(0, len(stages), "boot")

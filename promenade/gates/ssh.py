@@ -24,7 +24,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 
 import yaml
 
@@ -77,21 +76,12 @@ class SshHosts(Provider):
         if result.returncode != 0:
             raise GateError(f"{name}: power {action} command failed: {result.stderr.strip()}")
 
-    def _wait_ready(self, name: str) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._ssh(name, "systemctl is-system-running --wait >/dev/null; true", capture_output=True,
-                         stdin=subprocess.DEVNULL, timeout=READY_TIMEOUT).returncode == 0:
-                return
-            time.sleep(2)
-        raise GateError(f"{name}: not reachable over ssh after {READY_TIMEOUT:.0f} s")
-
     def up(self, names: list[str] | None = None) -> None:
         for name in names or list(self.nodes):
-            self._wait_ready(name)
+            self._wait_ready(name, READY_TIMEOUT, 2)
 
     def power_off(self, name: str, hard: bool = True) -> None:
-        subprocess.run(["ssh", "-F", self.ssh_config(), "-O", "exit", name], capture_output=True)
+        self._close_master(name)
         if hard:
             self._power("off", name)
         else:
@@ -99,12 +89,12 @@ class SshHosts(Provider):
 
     def power_on(self, name: str) -> None:
         self._power("on", name)
-        self._wait_ready(name)
+        self._wait_ready(name, READY_TIMEOUT, 2)
 
     def wipe(self, name: str) -> None:
         self._power("wipe", name)
 
     def down(self) -> None:
         for name in self.nodes:
-            subprocess.run(["ssh", "-F", self.ssh_config(), "-O", "exit", name], capture_output=True)
+            self._close_master(name)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -23,6 +23,7 @@ and fetch the shared payload from ``URL/<sha256>`` (published as ``<out>/blobs/<
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import json
@@ -33,7 +34,7 @@ from doit import create_after, get_var
 from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
-from .. import engine, store
+from .. import bundles, engine, store
 from ..config import CERTIFICATE, CERTIFICATE_KEY, ENCRYPTION_POLICY, HOST_SYSTEM, NODE, SiteConfig
 from ..fileio import SECRET_MODE, atomic_write, remove_quietly
 from .options import out_dir, state_dir
@@ -88,6 +89,19 @@ def workspace() -> engine.Workspace:
     return engine.Workspace(out_dir(), blob_url=get_var("blob_url", None) or None)
 
 
+@functools.lru_cache(maxsize=None)
+def key_fingerprint() -> str:
+    """A slow one-way fingerprint of ``PROMENADE_ENCRYPTION_KEY`` (empty without one).
+
+    Part of the stamps, so a new key re-encrypts every payload; scrypt keeps the stored value
+    useless for guessing the passphrase.
+    """
+    key = os.environ.get(bundles.ENCRYPTION_KEY_VARIABLE, "")
+    if not key:
+        return ""
+    return hashlib.scrypt(key.encode("utf-8"), salt=b"promenade build key", n=1 << 14, r=8, p=1, dklen=16).hex()
+
+
 def owners_of(name: str, by_hostname: dict[str, str]) -> list[str]:
     """Nodes whose hostname appears in a certificate name after a dash (``kubelet-<host>``, ``…-<host>-peer``)."""
     parts = name.split("-")
@@ -131,7 +145,7 @@ def make_plan(store_dir: str, extra_inputs: list[str]) -> None:
         with open(path, "rb") as handle:
             digest.update(path.encode() + b"\0" + hashlib.sha256(handle.read()).digest())
     digest.update(json.dumps([[index[position]["file"] for position in plan["common"]],
-                              workspace().blob_url]).encode())
+                              workspace().blob_url, key_fingerprint()]).encode())
     atomic_write(stamp_path(), digest.hexdigest() + "\n")
     atomic_write(plan_path(), json.dumps(plan, indent=1, sort_keys=True) + "\n")
 
@@ -208,21 +222,25 @@ def prune(expected: list[str]) -> dict:
 
 # --- tasks --------------------------------------------------------------------------------------
 def _plan() -> dict:
-    with open(plan_path(), encoding="utf-8") as handle:
-        return json.load(handle)
+    """The build plan; empty before the first render (``doit list`` creates tasks without running any)."""
+    try:
+        with open(plan_path(), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {"shared": [], "common": [], "nodes": {}}
 
 
 @create_after(executed="render_final")
 def task_build_plan():
     """Split the rendered site into shared documents and what each node owns."""
     store_dir = rendered_dir()
-    index = store.read_index(store_dir)
+    index = store.read_index(store_dir, missing_ok=True)
     extra = template_files() + ENGINE_SOURCES
     return {
         "actions": [(make_plan, [store_dir, extra])],
         "file_dep": [store.index_path(store_dir)] + [os.path.join(store_dir, e["file"]) for e in index] + extra,
         "targets": [plan_path(), stamp_path()],
-        "uptodate": [config_changed({"blob_url": workspace().blob_url})],
+        "uptodate": [config_changed({"blob_url": workspace().blob_url, "key": key_fingerprint()})],
         "clean": True,
     }
 
@@ -239,6 +257,7 @@ def task_build_shared():
             "actions": [(make_shared, [store_dir, role, files, shared_path(role)])],
             "file_dep": [os.path.join(store_dir, path) for path in files] + ENGINE_SOURCES,
             "targets": [shared_path(role)],
+            "uptodate": [config_changed({"key": key_fingerprint()})],
             "clean": True,
         }
 
@@ -262,7 +281,7 @@ def task_build_node():
     """Write join-<node>.sh and validate-<node>.sh, one task per KubernetesNode."""
     store_dir = rendered_dir()
     plan = _plan()
-    index = store.read_index(store_dir)
+    index = store.read_index(store_dir, missing_ok=True)
     for name, own in plan["nodes"].items():
         yield {
             "name": name,
