@@ -226,7 +226,12 @@ class Cluster:
         def started():
             self.kubelet()
             return any(member == name and state != "unstarted" for member, state in self.members())
-        self.wait(started, f"{name} started")
+        try:
+            self.wait(started, f"{name} started", timeout=60)
+        except AssertionError as exc:
+            log = Path(self.host(name, "etcd.log"))
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+            raise AssertionError(f"{exc}; members {self.members()}; {name}'s etcd log ends:\n{tail}") from None
 
     @staticmethod
     def wait(condition, what: str, timeout: float = 30):
