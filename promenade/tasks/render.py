@@ -45,13 +45,29 @@ def _render_store(paths: list[str], strict: bool, target: str) -> None:
     store.write_store(target, render_and_validate(paths, strict).documents)
 
 
+def _awaits_certificates(warning) -> bool:
+    """A lenient-mode warning about a substitution whose source ``doit certs`` will generate."""
+    from ..pki import PKI_SCHEMAS  # the action's import: keeps `doit list` light
+
+    return "substitution source" in warning.message and any(
+        f"source {schema} " in warning.message for schema in PKI_SCHEMAS)
+
+
 @user_errors
 def _validate(site: str, paths: list[str]) -> None:
-    result = render_and_validate(paths, strict=False)
-    for warning in result.warnings:
+    certificates = certificates_file()
+    with_certificates = os.path.exists(certificates)
+    result = render_and_validate(paths + [certificates] if with_certificates else paths, strict=False)
+    waiting = [w for w in result.warnings if not with_certificates and _awaits_certificates(w)]
+    others = [w for w in result.warnings if w not in waiting]
+    for warning in others:
         print(warning)
-    print(f"{site}: {len(paths)} files, {len(result.documents)} rendered documents, valid"
-          f" ({len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''})")
+    notes = [f"{len(others)} warning{'s' if len(others) != 1 else ''}"]
+    if with_certificates:
+        notes.append(f"with {certificates}")
+    elif waiting:
+        notes.append(f"{len(waiting)} substitutions wait for certificates: run `doit certs`")
+    print(f"{site}: {len(paths)} files, {len(result.documents)} rendered documents, valid ({'; '.join(notes)})")
 
 
 @user_errors
