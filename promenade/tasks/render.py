@@ -86,49 +86,41 @@ def _site_files_or_failure():
     return files, None
 
 
-def _failing_task(name: str, doc: str, error: PromenadeError) -> dict:
-    return {"basename": name, "doc": doc, "actions": [(_report, [error])], "uptodate": [False]}
+def _site_task(creator, build) -> dict:
+    """The task of ``creator`` (doc from its docstring) built by ``build(files)`` from the site's
+    files, or a failing task that reports why the site cannot be read."""
+    files, error = _site_files_or_failure()
+    doc = creator.__doc__.splitlines()[0]
+    if error:
+        return {"basename": creator.__name__[len("task_"):], "doc": doc, "actions": [(_report, [error])],
+                "uptodate": [False]}
+    return {"doc": doc, **build(files)}
+
+
+def _store_task(inputs: list[str], strict: bool, target: str) -> dict:
+    return {
+        "actions": [(_render_store, [inputs, strict, target])],
+        "file_dep": inputs,
+        "targets": [store.index_path(target)],
+        "clean": True,
+    }
 
 
 def task_render():
     """Render and validate the site (lenient: certificates may be missing) into state/site/."""
-    files, error = _site_files_or_failure()
-    doc = task_render.__doc__.splitlines()[0]
-    if error:
-        return _failing_task("render", doc, error)
-    target = state_dir(*SITE_STORE)
-    return {
-        "doc": doc,
-        "actions": [(_render_store, [files, False, target])],
-        "file_dep": files,
-        "targets": [store.index_path(target)],
-        "clean": True,
-    }
+    return _site_task(task_render, lambda files: _store_task(files, False, state_dir(*SITE_STORE)))
 
 
 def task_render_final():
     """Render the site with its certificates (strict) into state/rendered/."""
-    files, error = _site_files_or_failure()
-    doc = task_render_final.__doc__.splitlines()[0]
-    if error:
-        return _failing_task("render_final", doc, error)
-    target = state_dir(*RENDERED_STORE)
-    inputs = files + [certificates_file()]
-    return {
-        "doc": doc,
-        "actions": [(_render_store, [inputs, True, target])],
-        "file_dep": inputs,
-        "task_dep": ["certs"],  # certificates.yaml comes from tasks created once the site is rendered
-        "targets": [store.index_path(target)],
-        "clean": True,
-    }
+    def build(files):
+        task = _store_task(files + [certificates_file()], True, state_dir(*RENDERED_STORE))
+        task["task_dep"] = ["certs"]  # certificates.yaml comes from tasks created once the site is rendered
+        return task
+    return _site_task(task_render_final, build)
 
 
 def task_validate():
     """Render and validate the site in memory; print a one-line summary or every problem."""
-    files, error = _site_files_or_failure()
-    doc = task_validate.__doc__.splitlines()[0]
-    if error:
-        return _failing_task("validate", doc, error)
-    return {"doc": doc, "actions": [(_validate, [site_dir(), files])], "uptodate": [False],
-            "verbosity": 2}
+    return _site_task(task_validate, lambda files: {
+        "actions": [(_validate, [site_dir(), files])], "uptodate": [False], "verbosity": 2})
