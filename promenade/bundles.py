@@ -15,6 +15,7 @@ unchanged payload reuses the same ciphertext bytes.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import functools
 import gzip
 import hashlib
@@ -23,6 +24,7 @@ import os
 import subprocess
 import tarfile
 import tempfile
+import zlib
 from typing import Iterable
 
 from .errors import PromenadeError
@@ -31,6 +33,8 @@ from .fileio import SECRET_MODE, atomic_write
 DEFAULT_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the usual reproducible-build floor
 DIR_MODE = 0o755
 COMPRESS_LEVEL = 6
+GZIP_CHUNK = 8 << 20  # payloads above 8 MiB are compressed in parallel chunks of this size
+GZIP_SAMPLE = 256 << 10  # how much of a chunk decides its compression strategy
 GPG_TIMEOUT = 600
 ENCRYPTION_KEY_VARIABLE = "PROMENADE_ENCRYPTION_KEY"
 
@@ -103,9 +107,43 @@ def tar_bytes(entries: Iterable, *, mtime: int | None = None) -> bytes:
     return b"".join(chunks)
 
 
+def _sample_size(sample: bytes, level: int, strategy: int) -> int:
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15, 9, strategy)
+    return len(compressor.compress(sample) + compressor.flush())
+
+
+def _gzip_member(chunk: bytes) -> bytes:
+    """One gzip member (zero mtime) of ``chunk``.
+
+    When a sample shows that string matching gains nothing (random bytes, base64 text),
+    the chunk gets Huffman coding only: about the same size, three times faster.
+    """
+    sample = chunk[:GZIP_SAMPLE]
+    matching_useless = (_sample_size(sample, 1, zlib.Z_HUFFMAN_ONLY)
+                        <= _sample_size(sample, 1, zlib.Z_DEFAULT_STRATEGY))
+    strategy = zlib.Z_HUFFMAN_ONLY if matching_useless else zlib.Z_DEFAULT_STRATEGY
+    compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, 31, 9, strategy)  # 31: gzip wrapper
+    return compressor.compress(chunk) + compressor.flush()
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """Deterministic gzip of ``data`` (zero header mtime, no file name).
+
+    Data bigger than :data:`GZIP_CHUNK` is cut into fixed-size chunks compressed on every core
+    (zlib releases the GIL) into consecutive gzip members, which gzip, ``tar -xz`` and Python's
+    gzip module read as one stream; the bytes depend only on ``data``.
+    """
+    if len(data) <= GZIP_CHUNK:
+        return gzip.compress(data, compresslevel=COMPRESS_LEVEL, mtime=0)
+    view = memoryview(data)
+    chunks = [view[start:start + GZIP_CHUNK] for start in range(0, len(data), GZIP_CHUNK)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return b"".join(pool.map(_gzip_member, chunks))
+
+
 def tar_gz(entries: Iterable, *, mtime: int | None = None) -> bytes:
-    """The deterministic tar.gz of ``entries``: gzip with a zero header mtime and no file name."""
-    return gzip.compress(tar_bytes(entries, mtime=mtime), compresslevel=COMPRESS_LEVEL, mtime=0)
+    """The deterministic tar.gz of ``entries`` (see :func:`gzip_bytes`)."""
+    return gzip_bytes(tar_bytes(entries, mtime=mtime))
 
 
 def encryption_key(required: bool) -> str | None:

@@ -106,8 +106,9 @@ class Payload:
     @functools.cached_property
     def section(self) -> bytes:
         """The marker line and the ``#``-prefixed base64 lines appended to the script."""
-        encoded = base64.encodebytes(self.blob)  # 76-character lines, each ending in a newline
-        body = b"#" + encoded[:-1].replace(b"\n", b"\n#") + b"\n" if encoded else b""
+        encoded = base64.b64encode(self.blob)
+        lines = [encoded[start:start + 76] for start in range(0, len(encoded), 76)]
+        body = b"#" + b"\n#".join(lines) + b"\n" if lines else b""
         return f"{MARKER} {self.label}\n".encode() + body
 
 

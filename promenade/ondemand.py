@@ -197,6 +197,9 @@ class Designs:
 def render_design(design: Design, node: NodeRequest | None = None) -> list[Document]:
     """Load, render (strict) and validate a design, plus the synthesised document of ``node``.
 
+    The design is validated as for ``doit build``. The node's document is checked by its schema
+    and for uniqueness against the design's KubernetesNodes only: a node's view excludes the
+    Genesis document, so a reprovisioned genesis host may join as a node.
     Raises :class:`PromenadeError` naming the design_ref's files.
     """
     try:
@@ -205,17 +208,31 @@ def render_design(design: Design, node: NodeRequest | None = None) -> list[Docum
         if problems:
             raise PromenadeError(problems)
         documents = render(docs, strict=True).documents
-        if node is not None:
-            if any(doc.schema == NODE and doc.name == node.hostname for doc in documents):
-                raise PromenadeError(Problem(f"the design already has a KubernetesNode named {node.hostname!r}",
-                                             schema=NODE, name=node.hostname))
-            documents = documents + [node.document(documents)]
         problems = [p for p in validate(documents) if p.severity == "error"]
+        if node is not None:
+            synthesised = node.document(documents)
+            problems += node_problems(synthesised, documents)
+            documents = documents + [synthesised]
         if problems:
             raise PromenadeError(problems)
     except PromenadeError as exc:
         raise PromenadeError(design.relabel(exc.problems)) from None
     return documents
+
+
+def node_problems(node: Document, design: list[Document]) -> list[Problem]:
+    """Schema problems of a synthesised KubernetesNode, and clashes with the design's KubernetesNodes."""
+    problems = [p for p in validate([node]) if p.severity == "error" and p.schema == NODE]
+    checks = [(["metadata", "name"], "name", node.name), (["data", "hostname"], "hostname", node.data["hostname"]),
+              (["data", "ip"], "IP address", node.data["ip"])]
+    for doc in design:
+        if doc.schema != NODE or doc.abstract or not isinstance(doc.data, dict):
+            continue
+        for path, label, value in checks:
+            if (doc.name if path[0] == "metadata" else doc.data.get(path[1])) == value:
+                problems.append(node.problem(f"{label} {value!r} is also used by the design's {NODE} {doc.name}",
+                                             path))
+    return problems
 
 
 def code_fingerprint() -> str:

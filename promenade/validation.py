@@ -56,6 +56,7 @@ _FORMAT_NAMES = {"ipv4": "an IPv4 address such as 192.168.0.10",
                  "ipv6": "an IPv6 address",
                  "cidr": "a CIDR network such as 10.96.0.0/16 (no host bits set)"}
 
+_SCHEMA_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
 FORMATS = FormatChecker(Draft202012Validator.FORMAT_CHECKER.checkers)
 
 
@@ -77,7 +78,7 @@ def _registry() -> Registry:
     resources = []
     for path in sorted(SCHEMA_DIR.glob("*.yaml")):
         with open(path, encoding="utf-8") as handle:
-            resources.append((path.name, Resource.from_contents(yaml.safe_load(handle))))
+            resources.append((path.name, Resource.from_contents(yaml.load(handle, Loader=_SCHEMA_LOADER))))
     return Registry().with_resources(resources)
 
 

@@ -184,6 +184,18 @@ def test_removing_a_node_removes_its_scripts(fresh):
     assert (out / "join-n2.sh").exists()
 
 
+def test_node_that_cannot_be_built_loses_its_old_scripts(fresh):
+    site, out = fresh
+    _edit(site / "site" / "pki-catalog.yaml",
+          "        - document_name: kubelet-n3\n          common_name: system:node:n3\n"
+          "          hosts: [n3, 192.168.77.13]\n          groups: [system:nodes]\n", "")
+    proc = build(site, out, check=False)
+    assert proc.returncode != 0
+    assert "kubelet-n3" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "join-n3.sh").exists() and not (out / "validate-n3.sh").exists()
+    assert (out / "join-n2.sh").exists()
+
+
 def test_rebuild_from_scratch_is_byte_identical(fresh, tmp_path):
     site, out = fresh
     shutil.copy(out / "certificates.yaml", site / "certificates.yaml")  # same PKI for both builds
@@ -304,19 +316,19 @@ def test_by_reference_join_scripts_fetch_the_shared_blob(fresh, tmp_path):
 def test_finished_run_is_recorded_and_not_redone(built):
     """A finished run writes the marker, removes kubectl, and later runs stop at once.
 
-    Runs in a private mount namespace with tmpfs on /var/lib, /usr/local/bin and /etc/kubernetes,
-    so the host is not touched.
+    Runs in private mount and UTS namespaces (hostname n1) with tmpfs on /var/lib, /usr/local/bin
+    and /etc/kubernetes, so the host is not touched.
     """
     _site, out = built
     script = str(out / "join-n1.sh")
     phases = subprocess.run(["bash", script, "--list-phases"], capture_output=True, text=True,
                             check=True).stdout.split()
     skip = ",".join(phase for phase in phases if phase != "finish")
-    shell = ("set -e; for d in /var/lib /usr/local/bin /etc/kubernetes; do [ ! -d $d ] || mount -t tmpfs none $d; "
+    shell = ("set -e; hostname n1; for d in /var/lib /usr/local/bin /etc/kubernetes; do [ ! -d $d ] || mount -t tmpfs none $d; "
              f"done; touch /usr/local/bin/kubectl; bash {script} --skip-phases {skip}; cat /var/lib/prom.done; "
              f"test ! -e /usr/local/bin/kubectl && echo kubectl-removed; bash {script}; echo rc=$?")
     existed = os.path.exists("/var/lib/prom.done")
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", shell],
+    proc = subprocess.run(["unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", shell],
                           capture_output=True, text=True, timeout=60)
     assert "phase validate-host: skipped" in proc.stderr and "Finished: /var/lib/prom.done written" in proc.stderr
     assert "records a finished run" in proc.stderr and "nothing to do" in proc.stderr

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import io
+import random
 import stat
 import struct
 import subprocess
@@ -114,3 +117,20 @@ def test_archive_layout_is_exactly_what_tarfile_writes():
     long_name = FileEntry("/opt/" + "x" * 150 + "/file", 0o644, b"data")
     with tarfile.open(fileobj=io.BytesIO(bundles.tar_bytes([long_name]))) as tar:
         assert tar.extractfile("opt/" + "x" * 150 + "/file").read() == b"data"
+
+
+def test_big_payload_is_compressed_in_chunks_that_tar_reads_as_one_archive(monkeypatch, tmp_path):
+    monkeypatch.setattr(bundles, "GZIP_CHUNK", 64 << 10)
+    monkeypatch.setattr(bundles, "GZIP_SAMPLE", 8 << 10)
+    noise = base64.b64encode(random.Random(7).randbytes(300 << 10))  # matching gains nothing here
+    text = b"".join(b"line %d of a compressible file\n" % i for i in range(12000))
+    entries = [FileEntry("/opt/noise.b64", 0o644, noise), FileEntry("/opt/text", 0o600, text)]
+    blob = bundles.tar_gz(entries)
+    assert blob == bundles.tar_gz(list(reversed(entries)))  # deterministic
+    assert blob.count(b"\x1f\x8b\x08") >= len(bundles.tar_bytes(entries)) // (64 << 10)  # several members
+    assert len(blob) < 0.8 * (len(noise) + len(text))
+    assert gzip.decompress(blob) == bundles.tar_bytes(entries)
+    (tmp_path / "payload.tar.gz").write_bytes(blob)
+    subprocess.run(["tar", "-xzf", str(tmp_path / "payload.tar.gz"), "-C", str(tmp_path)], check=True)
+    assert (tmp_path / "opt" / "noise.b64").read_bytes() == noise
+    assert (tmp_path / "opt" / "text").read_bytes() == text

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from promenade.errors import PromenadeError
-from promenade.gates import sandbox
+from promenade.gates import image, sandbox
+from promenade.gates.provider import GateError
 from promenade.gates.scenario import REPO, Runner, load_scenario, scenario_names, withhold_certificates
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-nspawn"),
@@ -22,6 +23,16 @@ def test_shipped_scenarios_load():
     assert {"smoke", "genesis", "resiliency"} <= set(scenario_names())
     stages = [s["name"] for s in load_scenario("resiliency").spec["stages"]]
     assert stages.index("join-n3-without-certificates-fails") < stages.index("build-with-n3") < stages.index("join-n3")
+
+
+def test_image_build_steps_fail_and_time_out_naming_their_log(tmp_path, monkeypatch):
+    with open(tmp_path / "build.log", "w", encoding="utf-8") as log:
+        with pytest.raises(GateError, match=r"`sh -c exit 3 \.\.\.` exited 3; see .*build\.log"):
+            image._run(["sh", "-c", "exit 3"], log)
+        monkeypatch.setattr(image, "STEP_TIMEOUT", 0.2)
+        with pytest.raises(GateError, match=r"took over 0\.2 s; see .*build\.log"):
+            image._run(["sleep", "5"], log)
+    assert (tmp_path / "build.log").read_text().splitlines() == ["$ sh -c exit 3", "$ sleep 5"]
 
 
 def test_bad_scenario_names_file_and_path(tmp_path):

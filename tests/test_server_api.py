@@ -133,13 +133,36 @@ def test_join_scripts_rejects_design_with_that_node_and_names_broken_files(serve
     shutil.copy(built["out"] / "certificates.yaml", full / "certificates.yaml")
     clash = assert_status_json(join_script(server, node_params(built, design_ref=str(full)),
                                            built["tokens"]["provisioner"]), 400)
-    assert "already has a KubernetesNode named 'n1'" in str(clash["details"]["messageList"])
+    assert "name 'n1' is also used by the design's promenade/KubernetesNode/v1 n1" in str(
+        clash["details"]["messageList"])
     broken = built["root"] / "broken"
     shutil.copytree(built["design"], broken)
     (broken / "zz-broken.yaml").write_text("---\nschema: promenade/Oops/v1\nmetadata: [\n")
     body = assert_status_json(join_script(server, node_params(built, design_ref=str(broken)),
                                           built["tokens"]["provisioner"]), 400)
     assert f"{broken / 'zz-broken.yaml'}:" in body["details"]["messageList"][0]["message"]
+
+
+def test_reprovisioned_genesis_host_joins_as_a_node_but_node_clashes_are_refused(server, built, tmp_path):
+    """A node's view excludes the Genesis document: n0 may rejoin as a worker; its script checks for n0.
+
+    The design is the site with the resiliency gate's kubelet-n0 certificate, as the gate has it.
+    """
+    full = built["root"] / "with-nodes"
+    shutil.copytree(built["site"], full)
+    shutil.copytree(os.path.join(ROOT, "gates", "overlays", "rejoin-genesis"), full, dirs_exist_ok=True)
+    doit("certs", site=full, out=tmp_path / "out")
+    shutil.copy(tmp_path / "out" / "certificates.yaml", full / "certificates.yaml")
+    params = {"design_ref": str(full), "hostname": "n0", "ip": "192.168.77.10",
+              "labels.dynamic": ["ucp-control-plane=enabled"]}
+    rejoin = join_script(server, params, built["tokens"]["provisioner"])
+    assert rejoin.status_code == 200, rejoin.text
+    assert b"EXPECTED_HOSTNAME=n0\n" in rejoin.content and b"ucp-control-plane=enabled" in rejoin.content
+    clash = assert_status_json(join_script(server, {**params, "ip": "192.168.77.12"},
+                                           built["tokens"]["provisioner"]), 400)
+    messages = [item["message"] for item in clash["details"]["messageList"]]
+    assert any("IP address '192.168.77.12' is also used by the design's promenade/KubernetesNode/v1 n2" in m
+               for m in messages), messages
 
 
 def validate(server, token, json_body=None, content=None, content_type=None):

@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 import time
 
+from promenade.gates.provider import GateError
+
 SUITE = "bookworm"
 FORMAT = 1  # bump when the fix-ups below change
 # The node baseline plus what the embedded site's HostSystem installs (packages.common):
@@ -29,6 +31,8 @@ PACKAGES = (
     "openssh-server", "openssl", "procps", "python3", "python3-yaml", "socat", "sudo", "systemd",
     "systemd-sysv",
 )
+# a debootstrap or apt-get run from a slow mirror takes minutes; a hung one must not hang CI
+STEP_TIMEOUT = 1200
 # Debian enables these with their packaged configuration; nodes run only what the scripts set up.
 DISABLED_UNITS = ("etcd.service", "haproxy.service")
 
@@ -77,9 +81,16 @@ def _lock(path: str):
 
 
 def _run(argv: list[str], log) -> None:
+    """One build step, bounded by :data:`STEP_TIMEOUT`; a failure is a :class:`GateError` naming the log."""
     log.write(f"$ {' '.join(argv)}\n")
     log.flush()
-    subprocess.run(argv, check=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        subprocess.run(argv, check=True, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       timeout=STEP_TIMEOUT)
+    except subprocess.CalledProcessError as exc:
+        raise GateError(f"gate image: `{' '.join(argv[:4])} ...` exited {exc.returncode}; see {log.name}") from None
+    except subprocess.TimeoutExpired:
+        raise GateError(f"gate image: `{' '.join(argv[:4])} ...` took over {STEP_TIMEOUT} s; see {log.name}") from None
 
 
 def _security_mirror(mirror: str) -> str:

@@ -4,6 +4,7 @@ A scenario file::
 
     description: ...
     site: site                      # site directory (relative to the repository)
+    overlay: gates/overlays/x       # optional: files copied over the site (extra documents)
     nodes: {n0: 192.168.77.10, ...}
     etcdctl: {endpoint: ..., cacert: ..., cert: ..., key: ...}   # paths on the nodes
     files: {genesis: [{path: ..., mode: "0600", owner: root}], master: [...], worker: [...]}
@@ -68,6 +69,7 @@ SCHEMA = {
     "properties": {
         "description": {"type": "string"},
         "site": {"type": "string"},
+        "overlay": {"type": "string"},
         "nodes": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}},
         "etcdctl": {"type": "object", "additionalProperties": {"type": "string"}},
         "files": {"type": "object", "additionalProperties": {"type": "array"}},
@@ -210,6 +212,12 @@ class Runner:
     # actions -------------------------------------------------------------------------
     def _build(self, spec: dict) -> None:
         site = os.path.join(REPO, self.scenario.spec.get("site", "site"))
+        if self.scenario.spec.get("overlay"):
+            merged = os.path.join(self.work, "site-overlaid")
+            shutil.rmtree(merged, ignore_errors=True)
+            shutil.copytree(site, merged)
+            shutil.copytree(os.path.join(REPO, self.scenario.spec["overlay"]), merged, dirs_exist_ok=True)
+            site = merged
         staged = os.path.join(self.work, "site")
         left_out = spec.get("without_certificates_for") or []
         withheld = withhold_certificates(site, staged, left_out, list(self.scenario.spec["nodes"])) if left_out else []

@@ -7,11 +7,12 @@
   rewritten only when it changes.
 * ``build_shared:<role>``: the shared payload (HostSystem ``files``, downloads included),
   compressed once per run and encrypted as the role's policy says, into
-  ``state/build/shared-<role>.payload``; every script of that role reuses it.
+  ``state/build/shared-<role>.payload`` with its sha256 in ``shared-<role>.sha256``; every
+  script of that role reuses it and depends on the small digest file, not on the payload.
 * ``build_genesis``: ``genesis.sh`` and ``validate-genesis.sh``.
 * ``build_node:<name>``: ``join-<name>.sh`` and ``validate-<name>.sh``; its ``file_dep`` is the
-  common stamp, the shared payload and the node's own documents, so editing one node rebuilds
-  only that node.
+  common stamp, the shared payload's digest and the node's own documents, so editing one node
+  rebuilds only that node. A node whose scripts cannot be built loses its old ones.
 * ``build_cluster``: ``validate-cluster.sh``.
 * ``build_prune``: removes the scripts of nodes that left the site (runs only when the set of
   nodes changes).
@@ -23,6 +24,7 @@ and fetch the shared payload from ``URL/<sha256>`` (published as ``<out>/blobs/<
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import hashlib
@@ -34,25 +36,24 @@ from doit import create_after, get_var
 from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
-from .. import bundles, engine, store
+from .. import bundles, store
 from ..config import CERTIFICATE, CERTIFICATE_KEY, ENCRYPTION_POLICY, HOST_SYSTEM, NODE, SiteConfig
 from ..fileio import SECRET_MODE, atomic_write, remove_quietly
 from .options import out_dir, state_dir
-from .render import RENDERED_STORE
+from .render import RENDERED_STORE, store_documents
 from .reporting import user_errors
 
 __all__ = ["task_build_plan", "task_build_shared", "task_build_genesis", "task_build_node",
            "task_build_cluster", "task_build_prune", "task_build", "BuildReporter"]
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATES_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "templates")  # promenade.trees.TEMPLATES_DIR
 ENGINE_SOURCES = [os.path.join(PACKAGE_DIR, name)
                   for name in ("engine.py", "bundles.py", "downloads.py", "trees.py", "config.py")]
 NODE_OWNED_SCHEMAS = (CERTIFICATE, CERTIFICATE_KEY)
 SHARED_SCHEMAS = (HOST_SYSTEM, ENCRYPTION_POLICY)  # what the shared payloads are made from
 ROLES = ("genesis", "join")
 SCRIPTS_PER_TASK = {"build_genesis": 2, "build_node": 2, "build_cluster": 1}
-
-_documents: dict[str, list] = {}  # rendered store -> documents, loaded once per doit run
 
 
 def rendered_dir() -> str:
@@ -75,18 +76,34 @@ def shared_path(role: str) -> str:
     return build_dir(f"shared-{role}.payload")
 
 
+def shared_digest_path(role: str) -> str:
+    """The sha256 of the shared payload: scripts depend on it, so doit never hashes 100 MB per task."""
+    return build_dir(f"shared-{role}.sha256")
+
+
 def script_path(name: str) -> str:
     return os.path.join(out_dir(), name)
 
 
 def template_files() -> list[str]:
     """Every role and script template (they shape every script)."""
-    return sorted(path for path in glob.glob(os.path.join(engine.TEMPLATES_DIR, "**", "*"), recursive=True)
+    return sorted(path for path in glob.glob(os.path.join(TEMPLATES_DIR, "**", "*"), recursive=True)
                   if os.path.isfile(path))
 
 
-def workspace() -> engine.Workspace:
-    return engine.Workspace(out_dir(), blob_url=get_var("blob_url", None) or None)
+def _engine():
+    """:mod:`promenade.engine`, imported by the actions only: a no-op build never loads jinja2."""
+    from .. import engine
+
+    return engine
+
+
+def blob_url() -> str | None:
+    return get_var("blob_url", None) or None
+
+
+def workspace():
+    return _engine().Workspace(out_dir(), blob_url=blob_url())
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,17 +132,11 @@ def owners_of(name: str, by_hostname: dict[str, str]) -> list[str]:
 
 
 # --- actions ------------------------------------------------------------------------------------
-def _load_rendered(store_dir: str) -> list:
-    if store_dir not in _documents:
-        _documents[store_dir] = store.load_documents(store_dir)
-    return _documents[store_dir]
-
-
 @user_errors
 def make_plan(store_dir: str, extra_inputs: list[str]) -> None:
     """Write plan.json (who owns which document) and the common stamp."""
     index = store.read_index(store_dir)
-    nodes = store.load_documents(store_dir, [NODE])
+    nodes = [doc for doc in store_documents(store_dir) if doc.schema == NODE]
     by_hostname = {str(doc.data.get("hostname") or doc.name): doc.name for doc in nodes}
     plan = {"nodes": {doc.name: [] for doc in nodes}, "common": [], "shared": []}
     for position, entry in enumerate(index):
@@ -145,13 +156,13 @@ def make_plan(store_dir: str, extra_inputs: list[str]) -> None:
         with open(path, "rb") as handle:
             digest.update(path.encode() + b"\0" + hashlib.sha256(handle.read()).digest())
     digest.update(json.dumps([[index[position]["file"] for position in plan["common"]],
-                              workspace().blob_url, key_fingerprint()]).encode())
+                              blob_url(), key_fingerprint()]).encode())
     atomic_write(stamp_path(), digest.hexdigest() + "\n")
     atomic_write(plan_path(), json.dumps(plan, indent=1, sort_keys=True) + "\n")
 
 
 def _view_documents(store_dir: str, positions: list[int]) -> list:
-    docs = _load_rendered(store_dir)
+    docs = store_documents(store_dir)
     return [docs[position] for position in sorted(positions)]
 
 
@@ -159,9 +170,11 @@ def _view_documents(store_dir: str, positions: list[int]) -> list:
 def make_shared(store_dir: str, role: str, files: list[str], target: str) -> None:
     """Build the shared payload of ``role`` from the HostSystem and EncryptionPolicy documents."""
     wanted = {os.path.join(store_dir, path) for path in files}
-    docs = [doc for doc, entry in zip(_load_rendered(store_dir), store.read_index(store_dir))
+    docs = [doc for doc, entry in zip(store_documents(store_dir), store.read_index(store_dir))
             if os.path.join(store_dir, entry["file"]) in wanted]
-    atomic_write(target, engine.shared_payload(SiteConfig(docs), role, workspace()), SECRET_MODE)
+    payload = _engine().shared_payload(SiteConfig(docs), role, workspace())
+    atomic_write(target, payload, SECRET_MODE)
+    atomic_write(shared_digest_path(role), hashlib.sha256(payload).hexdigest() + "\n")
 
 
 def _read(path: str) -> bytes:
@@ -169,43 +182,58 @@ def _read(path: str) -> bytes:
         return handle.read()
 
 
+@contextlib.contextmanager
+def withdrawn_on_failure(paths):
+    """Delete ``paths`` when the block fails: a script that cannot be rebuilt is stale, and the
+    server must never hand it out (for example a node whose certificates left the site)."""
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            remove_quietly(path)
+        raise
+
+
 @user_errors
 def make_genesis(store_dir: str, positions: list[int]) -> dict:
-    config = SiteConfig(_view_documents(store_dir, positions))
-    script = engine.render_genesis_script(config, workspace=workspace(), shared=_read(shared_path("genesis")))
-    atomic_write(script_path("genesis.sh"), script, SECRET_MODE)
-    atomic_write(script_path("validate-genesis.sh"), engine.render_validate_script(config), SECRET_MODE)
+    targets = script_path("genesis.sh"), script_path("validate-genesis.sh")
+    with withdrawn_on_failure(targets):
+        config = SiteConfig(_view_documents(store_dir, positions))
+        script = _engine().render_genesis_script(config, workspace=workspace(), shared=_shared("genesis"))
+        atomic_write(targets[0], script, SECRET_MODE)
+        atomic_write(targets[1], _engine().render_validate_script(config), SECRET_MODE)
     return {"scripts": 2}
 
 
 @user_errors
 def make_node(store_dir: str, name: str, positions: list[int]) -> dict:
-    config = SiteConfig(_view_documents(store_dir, positions))
-    script = engine.render_join_script(config, name, workspace=workspace(), shared=_shared_join())
-    atomic_write(script_path(f"join-{name}.sh"), script, SECRET_MODE)
-    atomic_write(script_path(f"validate-{name}.sh"), engine.render_validate_script(config, name), SECRET_MODE)
+    targets = script_path(f"join-{name}.sh"), script_path(f"validate-{name}.sh")
+    with withdrawn_on_failure(targets):
+        config = SiteConfig(_view_documents(store_dir, positions))
+        script = _engine().render_join_script(config, name, workspace=workspace(), shared=_shared("join"))
+        atomic_write(targets[0], script, SECRET_MODE)
+        atomic_write(targets[1], _engine().render_validate_script(config, name), SECRET_MODE)
     return {"scripts": 2}
 
 
-_shared_cache: dict[tuple, bytes] = {}
+_shared_payloads: dict[str, bytes] = {}  # sha256 -> a shared payload read in this run
 
 
-def _shared_join() -> bytes:
-    """The join shared payload, read once per run (it can be 100 MB)."""
-    path = shared_path("join")
-    info = os.stat(path)
-    key = (path, info.st_mtime_ns, info.st_size)
-    if key not in _shared_cache:
-        _shared_cache.clear()
-        _shared_cache[key] = _read(path)
-    return _shared_cache[key]
+def _shared(role: str) -> bytes:
+    """The shared payload of ``role``, read once per run (it can be 100 MB). Roles whose payloads
+    are equal get the same object, so the engine encodes its base64 once for all scripts."""
+    digest = _read(shared_digest_path(role)).decode("ascii").strip()
+    if digest not in _shared_payloads:
+        _shared_payloads[digest] = _read(shared_path(role))
+    return _shared_payloads[digest]
 
 
 @user_errors
 def make_cluster(store_dir: str, positions: list[int]) -> dict:
-    config = SiteConfig(_view_documents(store_dir, positions))
-    atomic_write(script_path("validate-cluster.sh"), engine.render_validate_script(config, cluster=True),
-                 SECRET_MODE)
+    target = script_path("validate-cluster.sh")
+    with withdrawn_on_failure([target]):
+        config = SiteConfig(_view_documents(store_dir, positions))
+        atomic_write(target, _engine().render_validate_script(config, cluster=True), SECRET_MODE)
     return {"scripts": 1}
 
 
@@ -240,7 +268,7 @@ def task_build_plan():
         "actions": [(make_plan, [store_dir, extra])],
         "file_dep": [store.index_path(store_dir)] + [os.path.join(store_dir, e["file"]) for e in index] + extra,
         "targets": [plan_path(), stamp_path()],
-        "uptodate": [config_changed({"blob_url": workspace().blob_url, "key": key_fingerprint()})],
+        "uptodate": [config_changed({"blob_url": blob_url(), "key": key_fingerprint()})],
         "clean": True,
     }
 
@@ -256,7 +284,7 @@ def task_build_shared():
             "name": role,
             "actions": [(make_shared, [store_dir, role, files, shared_path(role)])],
             "file_dep": [os.path.join(store_dir, path) for path in files] + ENGINE_SOURCES,
-            "targets": [shared_path(role)],
+            "targets": [shared_path(role), shared_digest_path(role)],
             "uptodate": [config_changed({"key": key_fingerprint()})],
             "clean": True,
         }
@@ -269,7 +297,7 @@ def task_build_genesis():
     common = _plan()["common"]
     return {
         "actions": [(make_genesis, [store_dir, common])],
-        "file_dep": [stamp_path(), shared_path("genesis")],
+        "file_dep": [stamp_path(), shared_digest_path("genesis")],
         "task_dep": ["build_shared"],
         "targets": [script_path("genesis.sh"), script_path("validate-genesis.sh")],
         "clean": True,
@@ -282,12 +310,12 @@ def task_build_node():
     store_dir = rendered_dir()
     plan = _plan()
     index = store.read_index(store_dir, missing_ok=True)
+    shared_inputs = [stamp_path(), shared_digest_path("join")]
     for name, own in plan["nodes"].items():
         yield {
             "name": name,
             "actions": [(make_node, [store_dir, name, plan["common"] + own])],
-            "file_dep": [stamp_path(), shared_path("join")]
-                        + [os.path.join(store_dir, index[position]["file"]) for position in own],
+            "file_dep": shared_inputs + [os.path.join(store_dir, index[position]["file"]) for position in own],
             "targets": [script_path(f"join-{name}.sh"), script_path(f"validate-{name}.sh")],
             "task_dep": ["build_shared"],
             "clean": True,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from doit import create_after
+
 from .. import charts
 from .options import out_dir
 
@@ -25,6 +27,7 @@ def _assemble(destination: str) -> None:
     charts.bundle(destination)
 
 
+@create_after()  # created only when selected: listing every chart file is wasted work for other commands
 def task_charts():
     """Assemble the Helm charts with their anchor programs into <out>/charts/."""
     layout = {os.path.join(charts_out(), relative): source for relative, source in charts.assembled_sources().items()}

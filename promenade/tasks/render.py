@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 
 from .. import store
-from ..documents import check_envelopes, load_files, site_files
+from ..documents import Document, check_envelopes, load_files, site_files
 from ..errors import PromenadeError
-from ..rendering import render
-from ..validation import validate
 from .options import out_dir, site_dir, state_dir
 from .reporting import user_errors
 
@@ -27,9 +25,43 @@ def certificates_file() -> str:
     return os.path.join(out_dir(), "certificates.yaml")
 
 
+_parsed: dict[str, tuple[tuple, list[Document]]] = {}  # file -> (stat signature, its documents)
+
+
+def _load_files(paths: list[str]) -> list[Document]:
+    """:func:`load_files`, parsing each unchanged file once per process (``render`` and
+    ``render_final`` read the same site files; rendering never modifies its input)."""
+    docs, problems = [], []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            signature = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except OSError:
+            signature = None
+        cached = _parsed.get(path)
+        if signature is None or cached is None or cached[0] != signature:
+            try:
+                cached = (signature, load_files([path]))
+            except PromenadeError as exc:
+                problems.extend(exc.problems)
+                continue
+            if signature is not None:
+                _parsed[path] = cached
+        docs.extend(cached[1])
+    if problems:
+        raise PromenadeError(problems)
+    return docs
+
+
 def render_and_validate(paths: list[str], strict: bool):
     """Load, render and validate documents from ``paths``; raise every problem at once."""
-    docs = load_files(paths)
+    return _render_valid(load_files(paths), strict)
+
+
+def _render_valid(docs: list[Document], strict: bool):
+    from ..rendering import render  # imported here: a no-op build never renders (jsonschema is slow to import)
+    from ..validation import validate
+
     problems = check_envelopes(docs)
     if problems:
         raise PromenadeError(problems)
@@ -40,9 +72,33 @@ def render_and_validate(paths: list[str], strict: bool):
     return result
 
 
+_written: dict[str, list[Document]] = {}  # store directory -> documents this process wrote there
+
+
+def _as_stored(value):
+    """``value`` with every mapping's keys sorted, as the store's files hold it."""
+    if isinstance(value, dict):
+        return {key: _as_stored(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_as_stored(item) for item in value]
+    return value
+
+
 @user_errors
 def _render_store(paths: list[str], strict: bool, target: str) -> None:
-    store.write_store(target, render_and_validate(paths, strict).documents)
+    docs = _render_valid(_load_files(paths), strict).documents
+    store.write_store(target, docs)
+    _written[target] = [Document(_as_stored(doc.to_dict()), doc.file, doc.line) for doc in docs]
+
+
+def store_documents(store_dir: str) -> list[Document]:
+    """The documents of a store in rendered order, as :func:`store.load_documents` gives them.
+
+    When this process rendered the store, they come from memory instead of being parsed back.
+    """
+    if store_dir not in _written:
+        _written[store_dir] = store.load_documents(store_dir)
+    return _written[store_dir]
 
 
 def _awaits_certificates(warning) -> bool:
