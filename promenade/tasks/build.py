@@ -364,6 +364,7 @@ class BuildReporter(ConsoleReporter):
         self.tty = hasattr(outstream, "isatty") and outstream.isatty()
         self.total = self.done = self.built = self.uptodate = self.removed = self.executed = 0
         self.decile = 0
+        self.building = False  # the summary is about scripts: only shown when build tasks ran
 
     def initialize(self, tasks, selected_tasks):
         """Count the tasks the selection reaches (delayed families add to it as they appear)."""
@@ -377,6 +378,7 @@ class BuildReporter(ConsoleReporter):
 
     def _step(self, task) -> None:
         self.done += 1
+        self.building = self.building or task.name.startswith("build")
         self.total = max(self.total, self.done)  # delayed task families grow the count
         status = f"[{self.done}/{self.total}] {task.name} ({time.monotonic() - self.started:.1f}s)"
         if self.tty:
@@ -415,6 +417,8 @@ class BuildReporter(ConsoleReporter):
         if self.tty and self.done:
             self.write("\n")
         super().complete_run()
+        if not self.building:
+            return
         elapsed = time.monotonic() - self.started
         self.write(f"promenade: {self.built} scripts built, {self.uptodate} up to date, {self.removed} removed "
                    f"({self.executed} tasks executed, {elapsed:.2f}s)\n")

@@ -104,6 +104,8 @@ def signed_by_current_ca(output: str, ca_output: str) -> bool:
 @user_errors
 def assemble(index: str, target: str) -> None:
     """Write ``certificates.yaml`` (0600) from every generated item, in catalog order."""
+    if not os.path.exists(index):  # only reached with `doit --continue` after render failed
+        raise PromenadeError(f"{index} is missing: the site did not render, fix the problems above first")
     items = _read_json(index)["items"]
     fulfilled = [(_read_json(i["request"]), _read_json(i["output"])) for i in items]
     atomic_write(target, pki.certificates_yaml(fulfilled), SECRET_MODE)
