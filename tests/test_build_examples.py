@@ -19,7 +19,6 @@ EXAMPLES = os.path.join(os.path.dirname(ROOT), "shared", "examples", "promenade"
 UPSTREAM = "https://dl.k8s.io/v1.33.5/kubernetes-node-linux-amd64.tar.gz"
 
 
-@pytest.mark.skipif(not os.path.isdir(EXAMPLES), reason="example sites not available")
 @pytest.mark.parametrize("example", ["simple", "basic", "gate"])
 def test_example_site_builds(example, server, tmp_path):  # noqa: F811 (fixture)
     base, hits = server
