@@ -19,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from promenade.fileio import atomic_write  # noqa: E402
-from promenade.store import dump_yaml  # noqa: E402
+from promenade.yamlio import dump_yaml  # noqa: E402
 
 SITE = os.path.join(REPO, "site")
 FIRST_IP = ipaddress.IPv4Address("192.168.128.1")

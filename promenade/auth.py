@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from .errors import Problem, PromenadeError
 from .fileio import SECRET_MODE, atomic_write
-from .store import dump_yaml
 
 SECRET_FILE = "serve-secret"
 TOKENS_FILE = "tokens.yaml"
@@ -127,6 +126,8 @@ def tokens_document(secret: bytes, nodes: list[str]) -> dict:
 
 def write_tokens(out_dir: str, state_dir: str, nodes: list[str]) -> str:
     """Write ``<out>/tokens.yaml`` (0600) for ``nodes``, creating the secret if needed."""
+    from .yamlio import dump_yaml  # on use: the server and every doit run import this module
+
     path = os.path.join(out_dir, TOKENS_FILE)
     atomic_write(path, dump_yaml(tokens_document(ensure_secret(state_dir), nodes)), SECRET_MODE)
     return path

@@ -27,6 +27,7 @@ import tempfile
 import zlib
 from typing import Iterable
 
+from .config import ENCRYPTION_KEY_VARIABLE
 from .errors import PromenadeError
 from .fileio import SECRET_MODE, atomic_write
 
@@ -36,7 +37,6 @@ COMPRESS_LEVEL = 6
 GZIP_CHUNK = 8 << 20  # payloads above 8 MiB are compressed in parallel chunks of this size
 GZIP_SAMPLE = 256 << 10  # how much of a chunk decides its compression strategy
 GPG_TIMEOUT = 600
-ENCRYPTION_KEY_VARIABLE = "PROMENADE_ENCRYPTION_KEY"
 
 
 def source_date_epoch() -> int:

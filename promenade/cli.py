@@ -13,6 +13,7 @@ import sys
 from typing import Callable
 
 from . import pki, server
+from .config import PKI_CATALOG
 from .documents import check_envelopes, load_files
 from .errors import PromenadeError
 from .fileio import SECRET_MODE, atomic_write
@@ -48,7 +49,7 @@ def generate_certs(parser: argparse.ArgumentParser) -> Runner:
         if problems:
             raise PromenadeError(problems)
         rendered = render(docs, strict=False).documents
-        catalogs = [doc for doc in rendered if doc.schema == pki.CATALOG_SCHEMA]
+        catalogs = [doc for doc in rendered if doc.schema == PKI_CATALOG]
         fulfilled = pki.fulfil_all(*pki.plan(catalogs, rendered))
         target = os.path.join(args.output_dir, "certificates.yaml")
         atomic_write(target, pki.certificates_yaml(fulfilled, include_provided=True), SECRET_MODE)

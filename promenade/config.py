@@ -26,13 +26,19 @@ KUBELET = "promenade/Kubelet/v1"
 NETWORK = "promenade/KubernetesNetwork/v1"
 DOCKER = "promenade/Docker/v1"
 ENCRYPTION_POLICY = "promenade/EncryptionPolicy/v1"
+PKI_CATALOG = "promenade/PKICatalog/v1"
 CA = "deckhand/CertificateAuthority/v1"
+CA_KEY = "deckhand/CertificateAuthorityKey/v1"
 CERTIFICATE = "deckhand/Certificate/v1"
 CERTIFICATE_KEY = "deckhand/CertificateKey/v1"
 PUBLIC_KEY = "deckhand/PublicKey/v1"
 PRIVATE_KEY = "deckhand/PrivateKey/v1"
+#: every PKI document schema, in the order certificates.yaml groups them
+PKI_SCHEMAS = (CA, CA_KEY, CERTIFICATE, CERTIFICATE_KEY, PUBLIC_KEY, PRIVATE_KEY)
 
 ETCD_LABEL = "kubernetes-etcd=enabled"
+#: environment variable holding the passphrase of gpg-encrypted payloads (build time and on the node)
+ENCRYPTION_KEY_VARIABLE = "PROMENADE_ENCRYPTION_KEY"
 DEFAULT_DOMAIN = "local"
 DEFAULT_EXTERNAL_IP = "127.0.0.1"
 _REQUIRED = object()
@@ -121,8 +127,10 @@ class SiteConfig:
         self.documents = [doc for _key, doc in pairs]
         self._keys = [key for key, _doc in pairs]
         self._by_key: dict[tuple, Document] = {}
+        self._first: dict[str, Document] = {}
         for key, doc in pairs:
             self._by_key.setdefault(key, doc)
+            self._first.setdefault(key[0], doc)
 
     def _subset(self, keep) -> "SiteConfig":
         """A config of the documents whose (schema, name) satisfies ``keep``."""
@@ -134,7 +142,7 @@ class SiteConfig:
     # --- documents -------------------------------------------------------------------------
     def first(self, schema: str) -> Document | None:
         """The first document with ``schema``, or None."""
-        return next((doc for key, doc in zip(self._keys, self.documents) if key[0] == schema), None)
+        return self._first.get(schema)
 
     def document(self, schema: str) -> Document:
         """The first document with ``schema``; an error if the site has none."""

@@ -12,14 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import yaml
-
 from .errors import Problem, PromenadeError
-
-try:  # libyaml is ~10x faster; fall back for interpreters built without it
-    _Loader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -93,6 +86,8 @@ class Document:
 
         Falls back to the deepest existing ancestor, then to the document's first line.
         """
+        import yaml  # imported on use: a no-op doit run never parses YAML
+
         node = self.node
         best = self.line
         for part in path:
@@ -156,8 +151,10 @@ def parse_stream(text: str, file: str | None = None) -> list[Document]:
 
     Raises :class:`PromenadeError` for YAML syntax errors, naming the file and line.
     """
+    import yaml  # imported on use: a no-op doit run never parses YAML
+
     docs = []
-    loader = _Loader(text)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)  # libyaml is ~10x faster
     try:
         while loader.check_node():
             node = loader.get_node()

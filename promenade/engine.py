@@ -39,7 +39,7 @@ from .config import ENCRYPTION_POLICY, GENESIS, HOST_SYSTEM, SiteConfig
 from .documents import Document
 from .errors import Problem, PromenadeError
 from .fileio import SECRET_MODE, atomic_write
-from .trees import TEMPLATES_DIR, FileEntry, host_files, node_files
+from .trees import TEMPLATES_DIR, FileEntry, compiled_templates, host_files, node_files
 
 SCRIPTS_DIR = os.path.join(TEMPLATES_DIR, "scripts")
 MARKER = "#@promenade-payload"
@@ -211,7 +211,7 @@ def genesis_files_payload(view: SiteConfig, workspace: Workspace) -> bytes | Non
 def environment() -> jinja2.Environment:
     """Jinja environment of the script templates; ``sh`` quotes a value for bash."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(SCRIPTS_DIR), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, autoescape=False)
+                             keep_trailing_newline=True, autoescape=False, bytecode_cache=compiled_templates())
     env.filters["sh"] = lambda value: shlex.quote(str(value))
     return env
 

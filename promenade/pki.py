@@ -18,7 +18,6 @@ Site-wide options, set in any PKICatalog's ``data``: ``key_algorithm`` (``rsa-20
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
 from typing import Any, Iterable
 
@@ -28,17 +27,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .config import CA as CA_SCHEMA
+from .config import CA_KEY as CA_KEY_SCHEMA
+from .config import CERTIFICATE as CERT_SCHEMA
+from .config import CERTIFICATE_KEY as CERT_KEY_SCHEMA
+from .config import PKI_SCHEMAS
+from .config import PRIVATE_KEY as PRIVATE_KEY_SCHEMA
+from .config import PUBLIC_KEY as PUBLIC_KEY_SCHEMA
 from .documents import Document, format_path
 from .errors import Problem, PromenadeError
-from .store import dump_yaml
-
-CATALOG_SCHEMA = "promenade/PKICatalog/v1"
-CA_SCHEMA = "deckhand/CertificateAuthority/v1"
-CA_KEY_SCHEMA = "deckhand/CertificateAuthorityKey/v1"
-CERT_SCHEMA = "deckhand/Certificate/v1"
-CERT_KEY_SCHEMA = "deckhand/CertificateKey/v1"
-PUBLIC_KEY_SCHEMA = "deckhand/PublicKey/v1"
-PRIVATE_KEY_SCHEMA = "deckhand/PrivateKey/v1"
+from .yamlio import dump_yaml
 
 #: kind of request -> (schema of the public half, schema of the private half)
 PAIRS = {
@@ -46,10 +44,6 @@ PAIRS = {
     "cert": (CERT_SCHEMA, CERT_KEY_SCHEMA),
     "keypair": (PUBLIC_KEY_SCHEMA, PRIVATE_KEY_SCHEMA),
 }
-PKI_SCHEMAS = tuple(schema for pair in PAIRS.values() for schema in pair)
-#: order of documents in certificates.yaml (grouped by schema, as the original tool)
-OUTPUT_ORDER = (CA_SCHEMA, CA_KEY_SCHEMA, CERT_SCHEMA, CERT_KEY_SCHEMA, PUBLIC_KEY_SCHEMA,
-                PRIVATE_KEY_SCHEMA)
 
 ALGORITHMS = ("rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256")
 DEFAULT_ALGORITHM = "rsa-2048"
@@ -374,11 +368,6 @@ def differences(request: dict, ca_cert_pem: str | None = None, now: datetime.dat
     return found
 
 
-def fingerprint(pem: str) -> str:
-    """SHA-256 of a PEM text, to tell whether a CA changed."""
-    return hashlib.sha256(pem.encode()).hexdigest()
-
-
 def fulfil(request: dict, where: dict, ca: dict | None = None) -> dict:
     """The material for one request: ``{"public": PEM, "private": PEM, "provided": bool}``.
 
@@ -446,7 +435,7 @@ def certificates_yaml(fulfilled: Iterable[tuple[dict, dict]], include_provided: 
     """
     docs = [doc for request, material in fulfilled if include_provided or not material["provided"]
             for doc in documents(request, material)]
-    docs.sort(key=lambda doc: OUTPUT_ORDER.index(doc["schema"]))  # stable: catalog order within a schema
+    docs.sort(key=lambda doc: PKI_SCHEMAS.index(doc["schema"]))  # stable: catalog order within a schema
     return dump_yaml(docs, many=True) if docs else ""
 
 

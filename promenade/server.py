@@ -26,6 +26,7 @@ from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
+from json.encoder import encode_basestring_ascii as _json_string  # what json.dumps does for a str
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -48,6 +49,9 @@ PRIVATE_DIRS = {"state", "cache"}
 PUBLIC_DIRS = {"blobs"}
 API_PREFIXES = ("/api/", "/versions", "/sha256sums")
 FILE_HEADERS = {b"authorization", b"x-auth-token", b"if-none-match"}
+PUBLIC_CACHE = b"public, max-age=31536000, immutable"
+PRIVATE_CACHE = b"private, no-cache"
+ROUTE_CAPACITY = 4096
 NODE_SCRIPT = re.compile(r"^(?:join|validate)-(?P<node>.+)\.sh$")
 CONTENT_TYPES = {".sh": "text/x-shellscript", ".yaml": "application/x-yaml", ".yml": "application/x-yaml"}
 JOIN_PARAMS = {"design_ref", "hostname", "ip", "external_ip", "domain", "leave_kubectl",
@@ -107,15 +111,14 @@ def status_json(error: ApiError) -> dict:
     }
 
 
-def error_parts(error: ApiError) -> tuple[int, dict[str, str], bytes]:
+def error_parts(error: ApiError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     body = json.dumps(status_json(error)).encode()
-    return error.status, {**error.headers, "content-type": "application/json",
-                          "content-length": str(len(body))}, body
+    headers = {**error.headers, "content-type": "application/json", "content-length": str(len(body))}
+    return error.status, [(key.encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()], body
 
 
 def error_response(error: ApiError) -> Response:
-    status, headers, body = error_parts(error)
-    return Response(body, status_code=status, headers=headers)
+    return parts_response(*error_parts(error))
 
 
 def validation_json(problems: list[Problem]) -> dict:
@@ -133,17 +136,22 @@ def validation_json(problems: list[Problem]) -> dict:
     }
 
 
-@dataclass(frozen=True)
 class FileEntry:
-    """A file's bytes, its identity when read, and its strong ETag (the quoted sha256)."""
+    """A file's bytes, its identity when read, its strong ETag (the quoted sha256), and the ETag and
+    Content-Length header values as bytes, ready for every response of the file."""
 
-    identity: tuple
-    body: bytes
-    etag: str
+    __slots__ = ("identity", "body", "etag", "etag_value", "length_value")
+
+    def __init__(self, identity: tuple, body: bytes):
+        self.identity = identity
+        self.body = body
+        self.etag = f'"{hashlib.sha256(body).hexdigest()}"'
+        self.etag_value = self.etag.encode()
+        self.length_value = str(len(body)).encode()
 
     @property
     def sha256(self) -> str:
-        return self.etag.strip('"')
+        return self.etag[1:-1]
 
 
 class FileCache:
@@ -203,7 +211,7 @@ def _read(path: str) -> FileEntry | None:
             body = handle.read()
     except OSError:  # vanished, a directory, or a symlink (ELOOP)
         return None
-    return FileEntry(_identity(info), body, f'"{hashlib.sha256(body).hexdigest()}"')
+    return FileEntry(_identity(info), body)
 
 
 def credential(headers, single: dict[str, str]) -> str | None:
@@ -240,6 +248,20 @@ def content_type(relpath: str) -> str:
     return mimetypes.guess_type(relpath)[0] or "application/octet-stream"
 
 
+@dataclass(frozen=True)
+class FileRoute:
+    """What a URL path names inside the build directory, worked out from the name alone: the file, the
+    directories on the way (checked on every request), the node owning it (None: provisioner only),
+    whether it is public, and its Content-Type and Cache-Control header values."""
+
+    path: str
+    directories: tuple[str, ...]
+    node: str | None
+    public: bool
+    content_type: bytes
+    cache_control: bytes
+
+
 class Site:
     """The server's state: configuration, secret, file cache and the on-demand machinery."""
 
@@ -249,6 +271,7 @@ class Site:
         self.verifier = None if config.insecure else auth.Verifier(
             auth.load_secret(os.path.join(config.out_dir, "state")))
         self.files = FileCache(config.cache_bytes)
+        self.routes: dict[str, FileRoute] = {}
         workspace = Workspace(config.workspace or config.out_dir, blob_url=config.blob_url)
         self.designs = Designs(config.design_roots, os.path.join(workspace.directory, "cache"),
                                config.max_design_bytes, config.fetch_timeout)
@@ -265,21 +288,29 @@ class Site:
             raise ApiError(exc.status, str(exc), error_type="Unauthenticated" if exc.status == 401
                            else "Forbidden") from None
 
-    def resolve(self, relpath: str) -> str:
-        """The file a URL path names inside the build directory; 404 for anything not servable."""
-        parts = relpath.split("/")
-        hidden = any(not part or part.startswith(".") or "\\" in part or "\0" in part for part in parts)
-        if hidden or parts[0] in PRIVATE_DIRS or relpath in PRIVATE_FILES:
-            raise ApiError(404, "not found", error_type="NotFound")
+    def resolve(self, relpath: str) -> FileRoute:
+        """The file a URL path names inside the build directory; 404 for anything not servable.
+
+        The name's route comes from :attr:`routes` when :meth:`remember` kept it; its directories are
+        checked every time (and the file itself by :meth:`FileCache.get`).
+        """
+        route = self.routes.get(relpath) or _route(self.root, relpath)
         path = self.root
-        for part in parts[:-1]:  # the build writes no symlinks: refusing them keeps every path inside
+        for part in route.directories:  # the build writes no symlinks: refusing them keeps every path inside
             path = os.path.join(path, part)
             try:
                 if not stat.S_ISDIR(os.lstat(path).st_mode):
                     raise ApiError(404, "not found", error_type="NotFound")
-            except (FileNotFoundError, NotADirectoryError):
+            except OSError:
                 raise ApiError(404, "not found", error_type="NotFound") from None
-        return os.path.join(path, parts[-1])  # FileCache.get refuses a symlink here
+        return route
+
+    def remember(self, relpath: str, route: FileRoute) -> None:
+        """Keep the route of a file that was found: bounded by the build's files, not by what clients ask."""
+        if relpath not in self.routes:
+            if len(self.routes) >= ROUTE_CAPACITY:
+                self.routes.clear()
+            self.routes[relpath] = route
 
     def servable(self) -> list[tuple[str, str]]:
         """Every file the server hands out (those :meth:`resolve` accepts): sorted (relative path, path)."""
@@ -289,7 +320,7 @@ class Site:
             for name in files:
                 relpath = name if rel == "." else f"{rel}/{name}"
                 try:
-                    found.append((relpath, self.resolve(relpath)))
+                    found.append((relpath, self.resolve(relpath).path))
                 except ApiError:
                     continue
             dirs[:] = [d for d in dirs if not d.startswith(".") and not (rel == "." and d in PRIVATE_DIRS)]
@@ -305,44 +336,58 @@ class Site:
         return await asyncio.shield(future)
 
 
-def file_parts(method: str, if_none_match: str | None, entry: FileEntry, media_type: str,
-               cache_control: str) -> tuple[int, dict[str, str], bytes]:
+def _route(root: str, relpath: str) -> FileRoute:
+    """The :class:`FileRoute` of a URL path below ``root``; 404 for hidden, private or malformed names."""
+    parts = relpath.split("/")
+    hidden = any(not part or part.startswith(".") or "\\" in part or "\0" in part for part in parts)
+    if hidden or parts[0] in PRIVATE_DIRS or relpath in PRIVATE_FILES:
+        raise ApiError(404, "not found", error_type="NotFound")
+    public = parts[0] in PUBLIC_DIRS
+    match = None if public else NODE_SCRIPT.match(relpath)
+    return FileRoute(os.path.join(root, relpath), tuple(parts[:-1]), match["node"] if match else None, public,
+                 content_type(relpath).encode("latin-1"), PUBLIC_CACHE if public else PRIVATE_CACHE)
+
+
+def file_parts(method: str, if_none_match: str | None, entry: FileEntry, media_type: bytes,
+               cache_control: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """200 with the bytes (none for HEAD), or 304 when If-None-Match matches the ETag."""
-    headers = {"etag": entry.etag, "cache-control": cache_control}
     if if_none_match and (if_none_match.strip() == "*" or entry.etag in [
             tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]):
-        return 304, headers, b""
-    headers["content-type"] = media_type
-    headers["content-length"] = str(len(entry.body))
-    return 200, headers, b"" if method == "HEAD" else entry.body
+        return 304, [(b"etag", entry.etag_value), (b"cache-control", cache_control)], b""
+    return 200, [(b"etag", entry.etag_value), (b"cache-control", cache_control), (b"content-type", media_type),
+                 (b"content-length", entry.length_value)], b"" if method == "HEAD" else entry.body
 
 
-def file_response(request: Request, entry: FileEntry, media_type: str, cache_control: str) -> Response:
-    status, headers, body = file_parts(request.method, request.headers.get("if-none-match"), entry, media_type,
-                                       cache_control)
-    return Response(body, status_code=status, headers=headers)
+def parts_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
+    """The Starlette response of an answer's parts."""
+    return Response(body, status_code=status,
+                    headers={key.decode("latin-1"): value.decode("latin-1") for key, value in headers})
 
 
-async def static_file(site: Site, scope) -> tuple[int, dict[str, str], bytes]:
-    """GET/HEAD a file of the build directory (plain ASGI: this is the hot path)."""
+def file_response(request: Request, entry: FileEntry, media_type: bytes, cache_control: bytes) -> Response:
+    return parts_response(*file_parts(request.method, request.headers.get("if-none-match"), entry, media_type,
+                                      cache_control))
+
+
+async def static_file(site: Site, scope, headers: dict[str, str]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """GET/HEAD a file of the build directory (plain ASGI: this is the hot path).
+
+    ``headers`` holds the request headers a file answer reads (:func:`_checked_headers`).
+    """
     if scope["method"] not in ("GET", "HEAD"):
         raise ApiError(405, "Method Not Allowed", error_type="HTTPError", headers={"allow": "GET, HEAD"})
     query = scope["query_string"]
     single = check_params(parse_qsl(query.decode("latin-1"), keep_blank_values=True), {"token"}) if query else {}
-    headers = {key.decode(): value.decode("latin-1") for key, value in scope["headers"] if key in FILE_HEADERS}
     relpath = scope["path"][1:]
-    path = site.resolve(relpath)
-    public = relpath.split("/")[0] in PUBLIC_DIRS
-    if not public:
-        match = NODE_SCRIPT.match(relpath)
-        node = match["node"] if match else None
-        scope["state"]["node"] = node or "-"
-        site.authorize(credential(headers, single), node)
-    entry = await site.files.get(path)
+    route = site.resolve(relpath)
+    if not route.public:
+        scope["state"]["node"] = route.node or "-"
+        site.authorize(credential(headers, single), route.node)
+    entry = await site.files.get(route.path)
     if entry is None:
         raise ApiError(404, "not found", error_type="NotFound")
-    cache = "public, max-age=31536000, immutable" if public else "private, no-cache"
-    return file_parts(scope["method"], headers.get("if-none-match"), entry, content_type(relpath), cache)
+    site.remember(relpath, route)
+    return file_parts(scope["method"], headers.get("if-none-match"), entry, route.content_type, route.cache_control)
 
 
 async def sha256sums(request: Request) -> Response:
@@ -355,8 +400,7 @@ async def sha256sums(request: Request) -> Response:
         if entry is not None:
             lines.append(f"{entry.sha256}  {relpath}\n")
     body = "".join(lines).encode()
-    listing = FileEntry((), body, f'"{hashlib.sha256(body).hexdigest()}"')
-    return file_response(request, listing, "text/plain; charset=utf-8", "no-cache")
+    return file_response(request, FileEntry((), body), b"text/plain; charset=utf-8", b"no-cache")
 
 
 async def versions(request: Request) -> Response:
@@ -401,7 +445,7 @@ async def join_scripts(request: Request) -> Response:
         raise ApiError(400, "the design cannot be rendered for this node", [str(p) for p in exc.problems],
                        error_type="DeckhandException") from None
     entry = await site.files.get(path)
-    return file_response(request, entry, "text/x-shellscript", "private, no-cache")
+    return file_response(request, entry, b"text/x-shellscript", PRIVATE_CACHE)
 
 
 async def validate_design(request: Request) -> Response:
@@ -458,16 +502,20 @@ class AccessLog:
     def __init__(self, stream):
         self.stream = stream
         self.pending: list[str] = []
+        self.second = None
+        self.stamp = ""
 
     def add(self, scope, status: int, size: int, seconds: float) -> None:
         """Record one request: time, client, method, path (never the query), node, status, bytes, duration."""
         if not self.pending:
             asyncio.get_running_loop().call_soon(self.flush)
+        second = int(time.time())
+        if second != self.second:
+            self.second, self.stamp = second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
         client = (scope.get("client") or ("-",))[0]
-        node = scope["state"].get("node", "-")
         self.pending.append(
-            f'{{"time":"{time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}","client":{json.dumps(client)},'
-            f'"method":{json.dumps(scope["method"])},"path":{json.dumps(scope["path"])},"node":{json.dumps(node)},'
+            f'{{"time":"{self.stamp}","client":{_json_string(client)},"method":{_json_string(scope["method"])},'
+            f'"path":{_json_string(scope["path"])},"node":{_json_string(scope["state"].get("node", "-"))},'
             f'"status":{status},"bytes":{size},"duration_ms":{seconds * 1000:.3f}}}')
 
     def flush(self) -> None:
@@ -493,32 +541,26 @@ class Guard:
             return await self.api(scope, receive, send)
         started = time.perf_counter()
         scope.setdefault("state", {})
-        result = [500, 0]  # status, body bytes: what the access log records
-
-        async def tracking_send(message):
-            if message["type"] == "http.response.start":
-                result[0] = message["status"]
-            elif message["type"] == "http.response.body":
-                result[1] += len(message.get("body", b""))
-            await send(message)
-
+        outcome = [500, 0]  # status, body bytes: what the access log records
         try:
             parts = await self.direct_answer(scope)
             if parts is None:
-                await self.api(scope, receive, tracking_send)
+                await self.api(scope, receive, _tracking(send, outcome))
             else:
-                result[:] = parts[0], len(parts[2])
-                await _send_parts(send, *parts)
+                status, headers, body = parts
+                outcome[0], outcome[1] = status, len(body)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
         finally:
-            self.log.add(scope, result[0], result[1], time.perf_counter() - started)
+            self.log.add(scope, outcome[0], outcome[1], time.perf_counter() - started)
 
-    async def direct_answer(self, scope) -> tuple[int, dict[str, str], bytes] | None:
+    async def direct_answer(self, scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         """The answer to a file request or to a request over the limits; None for the API."""
         try:
-            _check_size(scope)
+            headers = _checked_headers(scope)
             if scope["path"].startswith(API_PREFIXES):
                 return None
-            return await static_file(self.site, scope)
+            return await static_file(self.site, scope, headers)
         except ApiError as error:
             return error_parts(error)
         except Exception as exc:  # the API's own errors are answered by Starlette
@@ -526,23 +568,38 @@ class Guard:
             return error_parts(unexpected(exc))
 
 
-async def _send_parts(send, status: int, headers: dict[str, str], body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(key.encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()]})
-    await send({"type": "http.response.body", "body": body})
+def _tracking(send, outcome: list):
+    """``send`` that also records the response's status and body bytes in ``outcome``."""
+
+    async def tracking_send(message):
+        if message["type"] == "http.response.start":
+            outcome[0] = message["status"]
+        elif message["type"] == "http.response.body":
+            outcome[1] += len(message.get("body", b""))
+        await send(message)
+
+    return tracking_send
 
 
-def _check_size(scope) -> None:
-    """Refuse request targets, headers and declared bodies over the limits."""
+def _checked_headers(scope) -> dict[str, str]:
+    """The request headers a file answer reads (:data:`FILE_HEADERS`, by lower-case name), after refusing
+    request targets, headers and declared bodies over the limits."""
     if len(scope["raw_path"]) + len(scope["query_string"]) > MAX_TARGET:
         raise ApiError(414, f"request target is longer than {MAX_TARGET} bytes", error_type="InvalidFormatError")
-    if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADERS:
+    size, length, wanted = 0, b"0", {}
+    for name, value in scope["headers"]:
+        size += len(name) + len(value)
+        if name in FILE_HEADERS:
+            wanted[name.decode("latin-1")] = value.decode("latin-1")
+        elif name == b"content-length":
+            length = value
+    if size > MAX_HEADERS:
         raise ApiError(431, f"request headers are larger than {MAX_HEADERS} bytes", error_type="InvalidFormatError")
-    length = dict(scope["headers"]).get(b"content-length", b"0")
     if not length.isdigit():
         raise ApiError(400, "invalid Content-Length", error_type="InvalidFormatError")
     if int(length) > MAX_BODY:
         raise ApiError(413, f"request body is larger than {MAX_BODY} bytes", error_type="InvalidFormatError")
+    return wanted
 
 
 def create_app(config: ServeConfig) -> Starlette:
@@ -596,9 +653,9 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 9000, *, tls
           f"{'s' if workers != 1 else ''}, {'NO credentials (insecure)' if config.insecure else 'tokens required'})",
           file=sys.stderr, flush=True)
     uvicorn.run("promenade.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                ssl_certfile=tls_cert or None, ssl_keyfile=tls_key or None, access_log=False,
-                server_header=False, timeout_graceful_shutdown=30, h11_max_incomplete_event_size=MAX_HEADERS,
-                log_level="warning")
+                http="httptools", loop="uvloop", ssl_certfile=tls_cert or None, ssl_keyfile=tls_key or None,
+                access_log=False, server_header=False, timeout_graceful_shutdown=30,
+                h11_max_incomplete_event_size=MAX_HEADERS, log_level="warning")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

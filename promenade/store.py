@@ -1,18 +1,22 @@
-"""The rendered-document store: one YAML file per document under ``build/state/<stage>/``.
+"""The rendered-document store: one file per document under ``build/state/<stage>/``.
+
+Each file is JSON (YAML's fast subset: indented, sorted keys); a document JSON cannot hold
+(e.g. a YAML timestamp) is written as YAML instead. Both load with any YAML reader.
 
 Later tasks declare ``file_dep`` on exactly the documents they use. Files are rewritten only
 when their content changes, so editing one node's document touches only that node's file.
-``index.json`` lists every document in rendered order with its provenance.
+``index.json`` lists every document in rendered order with its provenance and the sha256 of its
+file, so it changes whenever any document does: a task that reads every document can depend
+on the index alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Iterable
 from urllib.parse import quote
-
-import yaml
 
 from .documents import Document
 from .errors import PromenadeError, Problem
@@ -21,29 +25,30 @@ from .fileio import SECRET_MODE, atomic_write, ensure_dir, remove_quietly
 INDEX = "index.json"
 DOCS = "docs"
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+def dump_document(data) -> str:
+    """One stored document: JSON when it holds ``data`` exactly (fast), else YAML.
+
+    JSON cannot hold YAML timestamps or binary, and turns non-string keys into strings: the
+    round trip tells.
+    """
+    try:
+        text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False)
+        if json.loads(text) == data:
+            return text + "\n"
+    except (TypeError, ValueError):
+        pass
+    from .yamlio import dump_yaml  # YAML is the rare case: loading PyYAML costs every doit run
+
+    return dump_yaml(data)
 
 
-class _Dumper(_BaseDumper):
-    """Stable YAML: sorted keys, block style, multi-line strings (PEM) as literals."""
+def load_document_text(text: str):
+    """Inverse of :func:`dump_document`."""
+    if text.startswith("{"):
+        return json.loads(text)
+    from .yamlio import load_yaml
 
-
-def _represent_str(dumper, value):
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def dump_yaml(data, *, many: bool = False) -> str:
-    """Serialise deterministically (sorted keys, literal blocks for multi-line strings)."""
-    options = dict(Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=True,
-                   width=1 << 16)
-    if many:
-        return yaml.dump_all(data, explicit_start=True, **options)
-    return yaml.dump(data, **options)
+    return load_yaml(text)
 
 
 def _slug(text: str) -> str:
@@ -76,9 +81,10 @@ def write_store(store_dir: str, docs: Iterable[Document]) -> list[str]:
         if rel in wanted:  # rendering guarantees uniqueness of (schema, name)
             raise PromenadeError(doc.problem("two rendered documents share this schema and name"))
         wanted.add(rel)
-        entries.append({"schema": doc.schema, "name": doc.name, "file": rel,
-                        "source": doc.file, "line": doc.line})
-        if atomic_write(os.path.join(store_dir, rel), dump_yaml(doc.to_dict()), SECRET_MODE):
+        text = dump_document(doc.to_dict()).encode("utf-8")
+        entries.append({"schema": doc.schema, "name": doc.name, "file": rel, "source": doc.file, "line": doc.line,
+                        "sha256": hashlib.sha256(text).hexdigest()})
+        if atomic_write(os.path.join(store_dir, rel), text, SECRET_MODE):
             changed.append(rel)
     docs_root = os.path.join(store_dir, DOCS)
     for root, _dirs, files in os.walk(docs_root):
@@ -109,7 +115,7 @@ def read_index(store_dir: str, missing_ok: bool = False) -> list[dict]:
 
 def _load_entry(store_dir: str, entry: dict) -> Document:
     with open(os.path.join(store_dir, entry["file"]), encoding="utf-8") as handle:
-        raw = yaml.load(handle, Loader=_Loader)
+        raw = load_document_text(handle.read())
     return Document(raw, entry.get("source"), entry.get("line"))
 
 

@@ -31,7 +31,7 @@ from . import charts
 from .config import GENESIS, HOST_SYSTEM, SiteConfig
 from .errors import Problem, PromenadeError
 from .rendering import _deep_merge
-from .store import dump_yaml
+from .yamlio import dump_yaml
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES_DIR = os.path.join(REPO_DIR, "templates")
@@ -59,8 +59,37 @@ def _merged(base: dict, override: dict) -> dict:
     return merged
 
 
+_dumped: dict[tuple[str, bool], str] = {}  # (repr of a value, many) -> its YAML
+DUMP_MEMO_SIZE = 512
+
+
+def _memo_yaml(data, many: bool = False) -> str:
+    """:func:`dump_yaml`, remembered: most nodes put the same manifests into their trees.
+
+    ``repr`` tells types apart (``1`` / ``'1'``, dates), so equal keys mean equal YAML.
+    """
+    key = (repr(data), many)
+    text = _dumped.get(key)
+    if text is None:
+        if len(_dumped) >= DUMP_MEMO_SIZE:
+            _dumped.clear()
+        text = _dumped[key] = dump_yaml(data, many=many)
+    return text
+
+
 def _toyaml_all(docs: list) -> str:
-    return dump_yaml(docs, many=True) if docs else ""
+    return _memo_yaml(docs, many=True) if docs else ""
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_templates() -> jinja2.BytecodeCache | None:
+    """Jinja's per-user cache of compiled templates (a private directory under the temporary
+    directory, checked by Jinja): every build process loads the templates instead of compiling
+    them. Entries are keyed by each template source's checksum. None where it cannot be made."""
+    try:
+        return jinja2.FileSystemBytecodeCache()
+    except (OSError, RuntimeError):
+        return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -72,9 +101,10 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
         auto_reload=False,
+        bytecode_cache=compiled_templates(),
     )
     env.filters.update(
-        toyaml=dump_yaml,
+        toyaml=_memo_yaml,
         toyaml_all=_toyaml_all,
         json=lambda value, indent=2: json.dumps(value, indent=indent, sort_keys=True),
         shquote=lambda value: shlex.quote(str(value)),

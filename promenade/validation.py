@@ -11,6 +11,7 @@ once per process and reused.
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import json
 import re
@@ -175,6 +176,21 @@ def _describe(error: ValidationError, reveal: bool) -> Iterator[tuple[list, str]
         yield path, error.message if reveal else f"failed the {keyword!r} rule of the schema"
 
 
+_valid: set[bytes] = set()  # digests of (schema, data) found valid by a built-in schema in this process
+
+
+def _builtin_problems(doc: Document) -> list[Problem]:
+    """Problems of ``doc`` under its built-in schema. A process renders a site twice (before and
+    after certificates) and most documents are equal both times: valid ones are checked once."""
+    key = hashlib.sha1(repr((doc.schema, doc.data)).encode()).digest()
+    if key in _valid:
+        return []
+    problems = _schema_problems(doc, builtin_validator(doc.schema), _reveal(doc))
+    if not problems:
+        _valid.add(key)
+    return problems
+
+
 def _schema_problems(doc: Document, validator, reveal: bool) -> list[Problem]:
     problems = []
     for error in validator.iter_errors(doc.data):
@@ -324,7 +340,7 @@ def validate(docs: list[Document]) -> list[Problem]:
     for doc in docs:
         found = []
         if doc.schema in BUILTIN_SCHEMAS:
-            found += _schema_problems(doc, builtin_validator(doc.schema), _reveal(doc))
+            found += _builtin_problems(doc)
         elif (doc.schema or "").startswith("promenade/") and doc.schema not in site:
             kinds = ", ".join(s for s in BUILTIN_SCHEMAS if s.startswith("promenade/"))
             found.append(doc.problem(f"unknown document kind {doc.schema!r}; expected one of: "

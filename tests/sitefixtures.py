@@ -10,6 +10,7 @@ import functools
 import os
 
 from promenade import pki
+from promenade.config import PKI_CATALOG
 from promenade.documents import Document, load_files, parse_stream, site_files
 from promenade.rendering import render
 
@@ -19,7 +20,7 @@ SITE = os.path.join(REPO, "site")
 
 def certificates(site_docs: list[Document]) -> list[Document]:
     """Every CA, certificate and key pair the site's PKICatalogs define (ECDSA keys: fast)."""
-    catalogs = [doc.copy() for doc in site_docs if doc.schema == pki.CATALOG_SCHEMA]
+    catalogs = [doc.copy() for doc in site_docs if doc.schema == PKI_CATALOG]
     for catalog in catalogs:
         catalog.data["key_algorithm"] = "ecdsa-p256"
     requests, locations = pki.plan(catalogs, site_docs)

@@ -196,6 +196,49 @@ def test_node_that_cannot_be_built_loses_its_old_scripts(fresh):
     assert (out / "join-n2.sh").exists()
 
 
+def test_batched_nodes_rebuild_only_the_changed_node(tmp_path):
+    """Big sites build nodes in batches (forced here with ``batches=2``): one task per batch, and a
+    batch rewrites only its nodes whose inputs changed."""
+    site, out = copy_site(tmp_path / "site"), tmp_path / "out"
+    batched = functools.partial(doit, "certs", "build", "batches=2", site=site, out=out)
+    first = batched()
+    tasks = sorted(name for name in executed(first) if name.startswith("build_node"))
+    assert tasks and all(name.startswith("build_node:batch-") for name in tasks) and len(tasks) <= 2
+    assert {"join-n1.sh", "join-n2.sh", "join-n3.sh"} <= set(outputs(out))
+    assert executed(batched()) == []
+
+    before = outputs(out)
+    _edit(schema_file(site, "promenade/KubernetesNode/v1", "n1"), "    dynamic:\n",
+          "    dynamic:\n      - relabelled=true\n")
+    proc = batched()
+    assert len([name for name in executed(proc) if name.startswith("build_node")]) == 1
+    assert "2 scripts built" in proc.stdout
+    after = outputs(out)
+    assert {name for name in before if before[name] != after[name]} == {"join-n1.sh"}
+
+    forced = doit("-a", "build", "batches=2", site=site, out=out)  # nothing changed: every node is rebuilt
+    assert "9 scripts built" in forced.stdout
+    assert {name: data for name, (_mtime, data) in outputs(out).items()} == {
+        name: data for name, (_mtime, data) in after.items()}
+
+
+def test_batch_reports_a_failing_node_and_builds_the_others(tmp_path):
+    site, out = copy_site(tmp_path / "site"), tmp_path / "out"
+    doit("certs", "build", "batches=1", site=site, out=out)
+    _edit(site / "site" / "pki-catalog.yaml",
+          "        - document_name: kubelet-n3\n          common_name: system:node:n3\n"
+          "          hosts: [n3, 192.168.77.13]\n          groups: [system:nodes]\n", "")
+    _edit(schema_file(site, "promenade/KubernetesNode/v1", "n1"), "    dynamic:\n",
+          "    dynamic:\n      - relabelled=true\n")
+    proc = doit("certs", "build", "batches=1", site=site, out=out, check=False)
+    assert proc.returncode != 0 and "kubelet-n3" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "join-n3.sh").exists() and not (out / "validate-n3.sh").exists()
+    assert b"relabelled=true" in (out / "join-n1.sh").read_bytes()
+
+    bad = doit("build", "batches=x", site=site, out=out, check=False)
+    assert bad.returncode != 0 and "batches='x'" in bad.stdout + bad.stderr
+
+
 def test_rebuild_from_scratch_is_byte_identical(fresh, tmp_path):
     site, out = fresh
     shutil.copy(out / "certificates.yaml", site / "certificates.yaml")  # same PKI for both builds
@@ -346,6 +389,8 @@ def test_reporter_shows_one_status_line_on_a_terminal():
     class Task:
         def __init__(self, name, values=None):
             self.name, self.values, self.actions, self.task_dep = name, values or {}, [object()], []
+            node = name.partition(":")[2]
+            self.targets = [f"join-{node}.sh", f"validate-{node}.sh"] if node else []
 
         def title(self):
             return self.name

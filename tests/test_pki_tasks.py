@@ -105,6 +105,28 @@ def test_certs_are_incremental_per_certificate(site, tmp_path):
     assert certs_tasks(doit("certs", site=site, out=out)) == []
 
 
+def test_lost_doit_state_keeps_every_key(site, tmp_path):
+    """Deleting doit's state re-runs every task, but material made for the same requests is kept."""
+    out = tmp_path / "build"
+    doit("certs", site=site, out=out)
+    before = (out / "certificates.yaml").read_bytes()
+    (out / ".doit.db").unlink()
+    assert "certs:cert-kubelet-n1" in certs_tasks(doit("certs", site=site, out=out))
+    assert (out / "certificates.yaml").read_bytes() == before
+
+
+def test_build_issues_a_new_catalog_entry_before_rendering(site, tmp_path):
+    """``doit build`` checks the certificate tasks only when the PKI inputs changed, and then first."""
+    out = tmp_path / "build"
+    doit("build", site=site, out=out)
+    assert executed(doit("build", site=site, out=out)) == []
+    edit(site / CATALOG, "    kubernetes-etcd:\n", NEW_NODE + "    kubernetes-etcd:\n")
+    ran = executed(doit("build", site=site, out=out))
+    assert ran[:5] == ["render", "certs_requests", "certs:cert-kubelet-n9", "certs:assemble", "render_final"]
+    assert ("deckhand/Certificate/v1", "kubelet-n9") in documents(out / "certificates.yaml")
+    assert executed(doit("build", site=site, out=out)) == []
+
+
 def test_renewing_a_ca_reissues_its_certificates_only(site, tmp_path):
     out = tmp_path / "build"
     doit("certs", site=site, out=out)

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from promenade import pki
+from promenade.config import PKI_CATALOG
 from promenade.documents import load_site
 from promenade.rendering import render
 from promenade.validation import validate
@@ -42,7 +43,7 @@ def rendered(site_docs):
 
 
 def _requests(docs):
-    catalogs = [doc for doc in docs if doc.schema == pki.CATALOG_SCHEMA]
+    catalogs = [doc for doc in docs if doc.schema == PKI_CATALOG]
     return {request["name"]: request for request in pki.plan(catalogs, docs)[0]}
 
 

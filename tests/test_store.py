@@ -1,5 +1,8 @@
 """The rendered-document store rewrites only the files whose document changed."""
 
+import datetime
+import hashlib
+import json
 import os
 
 from promenade import store
@@ -41,17 +44,19 @@ def test_only_changed_documents_are_rewritten(tmp_path):
     after = snapshot(target)
     assert changed == [store.relative_doc_path("promenade/KubernetesNode/v1", "n2")]
     differing = sorted(k for k in after if after[k] != before[k])
-    assert differing == ["docs/promenade_KubernetesNode_v1/n2.yaml"]
+    assert differing == ["docs/promenade_KubernetesNode_v1/n2.yaml", "index.json"]
+    digests = {entry["name"]: entry["sha256"] for entry in store.read_index(target)}
+    assert digests["n2"] == hashlib.sha256(after["docs/promenade_KubernetesNode_v1/n2.yaml"][1]).hexdigest()
 
 
-def test_round_trip_keeps_provenance_and_pem_literal(tmp_path):
+def test_round_trip_keeps_provenance_and_content(tmp_path):
     target = str(tmp_path / "store")
     store.write_store(target, parse_stream(SITE, "site.yaml"))
     cert = store.load_document(target, "deckhand/Certificate/v1", "c")
     assert cert.data.startswith("-----BEGIN CERTIFICATE-----\n")
     assert (cert.file, cert.line) == ("site.yaml", 9)
     text = open(store.doc_path(target, "deckhand/Certificate/v1", "c")).read()
-    assert "data: |" in text
+    assert json.loads(text)["data"] == cert.data
     assert oct(os.stat(store.doc_path(target, "deckhand/Certificate/v1", "c")).st_mode & 0o777) == "0o600"
     assert [d.name for d in store.load_documents(target, ["promenade/KubernetesNode/v1"])] == ["n1", "n2"]
 
@@ -63,3 +68,18 @@ def test_documents_that_left_are_removed(tmp_path):
     store.write_store(target, docs[:1])
     assert not os.path.exists(store.doc_path(target, "promenade/KubernetesNode/v1", "n2"))
     assert [e["name"] for e in store.read_index(target)] == ["n1"]
+
+
+def test_documents_json_cannot_hold_are_stored_as_yaml(tmp_path):
+    """Timestamps and non-string keys survive the store exactly; everything else is JSON."""
+    target = str(tmp_path / "store")
+    docs = parse_stream(SITE + """---
+schema: armada/Chart/v1
+metadata: {name: odd, schema: metadata/Document/v1}
+data: {released: 2024-05-01, ports: {80: http, 443: https}}
+""", "site.yaml")
+    store.write_store(target, docs)
+    odd = store.load_document(target, "armada/Chart/v1", "odd")
+    assert odd.data == {"released": datetime.date(2024, 5, 1), "ports": {80: "http", 443: "https"}}
+    assert open(store.doc_path(target, "armada/Chart/v1", "odd")).read().startswith("data:")
+    assert open(store.doc_path(target, "promenade/KubernetesNode/v1", "n1")).read().startswith("{")

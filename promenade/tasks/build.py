@@ -13,6 +13,11 @@
 * ``build_node:<name>``: ``join-<name>.sh`` and ``validate-<name>.sh``; its ``file_dep`` is the
   common stamp, the shared payload's digest and the node's own documents, so editing one node
   rebuilds only that node. A node whose scripts cannot be built loses its old ones.
+  Sites with more than :data:`BATCH_ABOVE` nodes get ``build_node:batch-<k>of<n>`` tasks instead, each
+  for the nodes whose name hashes to batch ``k`` of :data:`BATCHES` (``batches=N`` chooses, 0
+  means one task per node): doit's fixed cost per task, not the work, dominates a no-op run of
+  thousands of tasks. A batch rebuilds only its nodes whose inputs changed (doit's ``changed``),
+  all of them when a shared input changed.
 * ``build_cluster``: ``validate-cluster.sh``.
 * ``build_prune``: removes the scripts of nodes that left the site (runs only when the set of
   nodes changes).
@@ -31,13 +36,16 @@ import hashlib
 import json
 import os
 import time
+import zlib
 
 from doit import create_after, get_var
 from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
-from .. import bundles, store
-from ..config import CERTIFICATE, CERTIFICATE_KEY, ENCRYPTION_POLICY, HOST_SYSTEM, NODE, SiteConfig
+from .. import store
+from ..config import (CERTIFICATE, CERTIFICATE_KEY, ENCRYPTION_KEY_VARIABLE, ENCRYPTION_POLICY, HOST_SYSTEM,
+                      NODE, SiteConfig)
+from ..errors import PromenadeError
 from ..fileio import SECRET_MODE, atomic_write, remove_quietly
 from .options import out_dir, state_dir
 from .render import RENDERED_STORE, store_documents
@@ -53,7 +61,8 @@ ENGINE_SOURCES = [os.path.join(PACKAGE_DIR, name)
 NODE_OWNED_SCHEMAS = (CERTIFICATE, CERTIFICATE_KEY)
 SHARED_SCHEMAS = (HOST_SYSTEM, ENCRYPTION_POLICY)  # what the shared payloads are made from
 ROLES = ("genesis", "join")
-SCRIPTS_PER_TASK = {"build_genesis": 2, "build_node": 2, "build_cluster": 1}
+BATCH_ABOVE = 100
+BATCHES = 64
 
 
 def rendered_dir() -> str:
@@ -113,7 +122,7 @@ def key_fingerprint() -> str:
     Part of the stamps, so a new key re-encrypts every payload; scrypt keeps the stored value
     useless for guessing the passphrase.
     """
-    key = os.environ.get(bundles.ENCRYPTION_KEY_VARIABLE, "")
+    key = os.environ.get(ENCRYPTION_KEY_VARIABLE, "")
     if not key:
         return ""
     return hashlib.scrypt(key.encode("utf-8"), salt=b"promenade build key", n=1 << 14, r=8, p=1, dklen=16).hex()
@@ -205,15 +214,44 @@ def make_genesis(store_dir: str, positions: list[int]) -> dict:
     return {"scripts": 2}
 
 
-@user_errors
-def make_node(store_dir: str, name: str, positions: list[int]) -> dict:
-    targets = script_path(f"join-{name}.sh"), script_path(f"validate-{name}.sh")
+def node_scripts(name: str) -> list[str]:
+    return [script_path(f"join-{name}.sh"), script_path(f"validate-{name}.sh")]
+
+
+def _build_node(store_dir: str, name: str, positions: list[int]) -> None:
+    targets = node_scripts(name)
     with withdrawn_on_failure(targets):
         config = SiteConfig(_view_documents(store_dir, positions))
         script = _engine().render_join_script(config, name, workspace=workspace(), shared=_shared("join"))
         atomic_write(targets[0], script, SECRET_MODE)
         atomic_write(targets[1], _engine().render_validate_script(config, name), SECRET_MODE)
+
+
+@user_errors
+def make_node(store_dir: str, name: str, positions: list[int]) -> dict:
+    _build_node(store_dir, name, positions)
     return {"scripts": 2}
+
+
+@user_errors
+def make_nodes(store_dir: str, nodes: dict[str, list[int]], inputs: dict[str, list[str]], shared: list[str],
+               changed: list[str]) -> dict:
+    """Build the nodes of a batch whose inputs changed (every node when a shared input did, or
+    when doit runs the task with nothing changed: ``doit -a``); report every failing node."""
+    changed = set(changed or ())
+    everything = not changed or not changed.isdisjoint(shared)
+    problems, built = [], 0
+    for name, positions in nodes.items():
+        if everything or not changed.isdisjoint(inputs[name]) or not all(map(os.path.exists, node_scripts(name))):
+            try:
+                _build_node(store_dir, name, positions)
+            except PromenadeError as exc:
+                problems.extend(exc.problems)
+                continue
+            built += 2
+    if problems:
+        raise PromenadeError(problems)
+    return {"scripts": built}
 
 
 _shared_payloads: dict[str, bytes] = {}  # sha256 -> a shared payload read in this run
@@ -262,11 +300,10 @@ def _plan() -> dict:
 def task_build_plan():
     """Split the rendered site into shared documents and what each node owns."""
     store_dir = rendered_dir()
-    index = store.read_index(store_dir, missing_ok=True)
     extra = template_files() + ENGINE_SOURCES
     return {
         "actions": [(make_plan, [store_dir, extra])],
-        "file_dep": [store.index_path(store_dir)] + [os.path.join(store_dir, e["file"]) for e in index] + extra,
+        "file_dep": [store.index_path(store_dir)] + extra,  # the index holds every document's sha256
         "targets": [plan_path(), stamp_path()],
         "uptodate": [config_changed({"blob_url": blob_url(), "key": key_fingerprint()})],
         "clean": True,
@@ -304,21 +341,44 @@ def task_build_genesis():
     }
 
 
+def batch_count(nodes: int) -> int:
+    """How many ``build_nodes`` batches a site of ``nodes`` nodes gets (0: one task per node)."""
+    chosen = get_var("batches", None)
+    if chosen is None:
+        return BATCHES if nodes > BATCH_ABOVE else 0
+    if not chosen.isdigit():
+        raise PromenadeError(f"batches={chosen!r}: give a number of batches (0: one task per node)")
+    return int(chosen)
+
+
 @create_after(executed="build_plan")
 def task_build_node():
-    """Write join-<node>.sh and validate-<node>.sh, one task per KubernetesNode."""
+    """Write join-<node>.sh and validate-<node>.sh: one task per KubernetesNode (batches on big sites)."""
     store_dir = rendered_dir()
     plan = _plan()
     index = store.read_index(store_dir, missing_ok=True)
-    shared_inputs = [stamp_path(), shared_digest_path("join")]
-    for name, own in plan["nodes"].items():
+    shared = [stamp_path(), shared_digest_path("join")]
+    own = {name: [os.path.join(store_dir, index[position]["file"]) for position in positions]
+           for name, positions in plan["nodes"].items()}
+    batches = batch_count(len(own))
+    if not batches:
+        for name, positions in plan["nodes"].items():
+            yield {"name": name, "actions": [(make_node, [store_dir, name, plan["common"] + positions])],
+                   "file_dep": shared + own[name], "targets": node_scripts(name), "task_dep": ["build_shared"],
+                   "clean": True}
+        return
+    members: dict[int, list[str]] = {}
+    for name in plan["nodes"]:
+        members.setdefault(zlib.crc32(name.encode()) % batches, []).append(name)
+    for number, names in sorted(members.items()):
         yield {
-            "name": name,
-            "actions": [(make_node, [store_dir, name, plan["common"] + own])],
-            "file_dep": shared_inputs + [os.path.join(store_dir, index[position]["file"]) for position in own],
-            "targets": [script_path(f"join-{name}.sh"), script_path(f"validate-{name}.sh")],
-            "task_dep": ["build_shared"],
-            "clean": True,
+            "name": f"batch-{number:02d}of{batches}",
+            "doc": f"join and validate scripts of {len(names)} nodes",
+            "actions": [(make_nodes, [store_dir, {name: plan["common"] + plan["nodes"][name] for name in names},
+                                      {name: own[name] for name in names}, shared])],
+            "file_dep": shared + [path for name in names for path in own[name]],
+            "targets": [path for name in names for path in node_scripts(name)],
+            "task_dep": ["build_shared"], "clean": True,
         }
 
 
@@ -407,7 +467,8 @@ class BuildReporter(ConsoleReporter):
         super().add_failure(task, fail)
 
     def skip_uptodate(self, task):
-        self.uptodate += SCRIPTS_PER_TASK.get(task.name.split(":")[0], 0)
+        if task.name.startswith("build"):
+            self.uptodate += sum(target.endswith(".sh") for target in task.targets)
         self._step(task)
 
     def skip_ignore(self, task):

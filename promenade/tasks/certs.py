@@ -5,7 +5,7 @@
 * ``certs``: one task per CA (``certs:ca-<name>``), certificate (``certs:cert-<name>``) and key
   pair (``certs:keypair-<name>``), each writing ``state/pki/<kind>/<name>.json``; then
   ``certs:assemble`` writes ``certificates.yaml``. A certificate is re-issued when its request
-  changes or when its CA is no longer the one that signed it.
+  or its CA changes (the CA's output is one of its ``file_dep``).
 * ``certs_check``: expiry table (``format=json`` for JSON, ``warn=DAYS`` window, default 120);
   fails when anything is expired.
 * ``certs_renew name=X`` (or ``name=all``): drops the chosen outputs, then runs ``certs``, which
@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -23,7 +24,8 @@ from doit import create_after, get_var
 from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
-from .. import pki, store
+from .. import store
+from ..config import PKI_CATALOG, PKI_SCHEMAS
 from ..errors import PromenadeError
 from ..fileio import SECRET_MODE, atomic_write, remove_quietly
 from .options import state_dir
@@ -53,6 +55,17 @@ def _write_json(path: str, value) -> bool:
     return atomic_write(path, json.dumps(value, indent=1, sort_keys=True) + "\n", SECRET_MODE)
 
 
+def _pki():
+    """:mod:`promenade.pki`, imported by the actions only: creating tasks never loads ``cryptography``."""
+    from .. import pki
+
+    return pki
+
+
+def request_digest(request: dict) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+
 def _prune(root: str, wanted: set[str]) -> None:
     for directory, _dirs, files in os.walk(root):
         for filename in files:
@@ -66,8 +79,9 @@ def _prune(root: str, wanted: set[str]) -> None:
 @user_errors
 def write_requests(site_store: str, root: str) -> None:
     """Plan the PKI from the site store; write the request files and their index."""
-    docs = store.load_documents(site_store, [pki.CATALOG_SCHEMA, *pki.PKI_SCHEMAS])
-    requests, locations = pki.plan([d for d in docs if d.schema == pki.CATALOG_SCHEMA], docs)
+    pki = _pki()
+    docs = store.load_documents(site_store, [PKI_CATALOG, *PKI_SCHEMAS])
+    requests, locations = pki.plan([d for d in docs if d.schema == PKI_CATALOG], docs)
     items, wanted_requests, wanted_outputs = [], set(), set()
     for request, where in zip(requests, locations):
         path = _item_file(os.path.join(root, "requests"), request["kind"], request["name"])
@@ -76,7 +90,7 @@ def write_requests(site_store: str, root: str) -> None:
         wanted_requests.add(path)
         wanted_outputs.add(output)
         items.append({"kind": request["kind"], "name": request["name"], "ca": request.get("ca"),
-                      "request": path, "output": output, "where": where})
+                      "request": path, "output": output, "where": where, "sha256": request_digest(request)})
     _prune(os.path.join(root, "requests"), wanted_requests)
     for kind in pki.PAIRS:
         _prune(os.path.join(root, kind), wanted_outputs)
@@ -85,20 +99,25 @@ def write_requests(site_store: str, root: str) -> None:
 
 @user_errors
 def make_item(item: dict, ca_output: str | None) -> None:
-    """Generate (or check and reuse) one CA, certificate or key pair; record a certificate's CA."""
+    """Generate (or check and reuse) one CA, certificate or key pair.
+
+    Material generated earlier for the same request is kept while it is still good (key
+    matches, not expired, issued by the current CA): a lost or reset doit state, or a new
+    Promenade version, never re-mints keys by itself.
+    """
+    pki = _pki()
+    request = _read_json(item["request"])
     ca = _read_json(ca_output) if ca_output else None
-    material = pki.fulfil(_read_json(item["request"]), item["where"], ca)
-    if ca is not None:
-        material["ca_fingerprint"] = pki.fingerprint(ca["public"])
+    digest = request_digest(request)
+    if os.path.exists(item["output"]):
+        previous = _read_json(item["output"])
+        if (previous.get("request_sha256") == digest and not previous.get("provided")
+                and not pki.differences({**request, "provided": previous}, ca and ca["public"])):
+            return
+    material = pki.fulfil(request, item["where"], ca)
+    if not material["provided"]:
+        material["request_sha256"] = digest
     _write_json(item["output"], material)
-
-
-def signed_by_current_ca(output: str, ca_output: str) -> bool:
-    """uptodate check of a certificate task: its recorded CA is the CA's current output."""
-    try:
-        return _read_json(output).get("ca_fingerprint") == pki.fingerprint(_read_json(ca_output)["public"])
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 @user_errors
@@ -108,7 +127,7 @@ def assemble(index: str, target: str) -> None:
         raise PromenadeError(f"{index} is missing: the site did not render, fix the problems above first")
     items = _read_json(index)["items"]
     fulfilled = [(_read_json(i["request"]), _read_json(i["output"])) for i in items]
-    atomic_write(target, pki.certificates_yaml(fulfilled), SECRET_MODE)
+    atomic_write(target, _pki().certificates_yaml(fulfilled), SECRET_MODE)
 
 
 def _row_without_certificate(item: dict, status: str, source: str) -> dict:
@@ -117,8 +136,11 @@ def _row_without_certificate(item: dict, status: str, source: str) -> dict:
 
 
 @user_errors
-def check(index: str, output_format: str, warn_days: str):
+def check(index: str, output_format: str, warn_days: str | None):
     """Print the expiry report of every CA and certificate; fail if anything is expired."""
+    pki = _pki()
+    if warn_days is None:
+        warn_days = str(pki.DEFAULT_WARN_DAYS)
     if output_format not in ("table", "json"):
         raise PromenadeError(f"format={output_format!r}: use format=table (default) or format=json")
     try:
@@ -180,6 +202,12 @@ def forget_for_renewal(index: str, which: str) -> None:
             print(f"renewing {item['kind']} {item['name']}")
 
 
+def requests_index() -> str:
+    """The PKI request index: it holds every request's sha256, so it changes whenever
+    what ``certificates.yaml`` is made from does."""
+    return pki_dir(REQUESTS_INDEX)
+
+
 # --- tasks ----------------------------------------------------------------------------------
 
 @create_after(executed="render")
@@ -187,7 +215,7 @@ def task_certs_requests():
     """Split the site's PKICatalog documents into one request per CA, certificate and key pair."""
     site_store = state_dir(*SITE_STORE)
     entries = [e for e in store.read_index(site_store, missing_ok=True)
-               if e["schema"] in (pki.CATALOG_SCHEMA, *pki.PKI_SCHEMAS)]
+               if e["schema"] in (PKI_CATALOG, *PKI_SCHEMAS)]
     return {
         "actions": [(write_requests, [site_store, pki_dir()])],
         "file_dep": [os.path.join(site_store, e["file"]) for e in entries],
@@ -204,12 +232,8 @@ def task_certs():
     ca_outputs = {item["name"]: item["output"] for item in items if item["kind"] == "ca"}
     for item in items:
         ca_output = ca_outputs[item["ca"]] if item["kind"] == "cert" else None
-        task = {"name": f"{item['kind']}-{item['name']}", "actions": [(make_item, [item, ca_output])],
-                "file_dep": [item["request"]], "targets": [item["output"]]}
-        if ca_output:
-            task["task_dep"] = [f"certs:ca-{item['ca']}"]
-            task["uptodate"] = [(signed_by_current_ca, [item["output"], ca_output])]
-        yield task
+        yield {"name": f"{item['kind']}-{item['name']}", "actions": [(make_item, [item, ca_output])],
+               "file_dep": [item["request"]] + ([ca_output] if ca_output else []), "targets": [item["output"]]}
     yield {"name": "assemble", "actions": [(assemble, [index, certificates_file()])],
            "file_dep": [item["output"] for item in items], "targets": [certificates_file()]}
 
@@ -217,7 +241,7 @@ def task_certs():
 def task_certs_check():
     """Expiry report of every CA and certificate (format=json, warn=DAYS); fails if any expired."""
     return {"actions": [(check, [pki_dir(REQUESTS_INDEX), get_var("format", "table"),
-                                 get_var("warn", str(pki.DEFAULT_WARN_DAYS))])],
+                                 get_var("warn", None)])],
             "task_dep": ["certs_requests"], "uptodate": [False], "verbosity": 2}
 
 

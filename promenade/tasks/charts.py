@@ -12,7 +12,6 @@ import os
 
 from doit import create_after
 
-from .. import charts
 from .options import out_dir
 
 __all__ = ["task_charts"]
@@ -23,14 +22,21 @@ def charts_out() -> str:
     return os.path.join(out_dir(), "charts")
 
 
+def _charts():
+    """:mod:`promenade.charts`, imported when this family is selected (it loads PyYAML)."""
+    from .. import charts
+
+    return charts
+
+
 def _assemble(destination: str) -> None:
-    charts.bundle(destination)
+    _charts().bundle(destination)
 
 
 @create_after()  # created only when selected: listing every chart file is wasted work for other commands
 def task_charts():
     """Assemble the Helm charts with their anchor programs into <out>/charts/."""
-    layout = {os.path.join(charts_out(), relative): source for relative, source in charts.assembled_sources().items()}
+    layout = {os.path.join(charts_out(), relative): source for relative, source in _charts().assembled_sources().items()}
     return {
         "actions": [(_assemble, [charts_out()])],
         "file_dep": sorted(set(layout.values())),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from doit import get_var
@@ -17,7 +18,13 @@ def site_dir() -> str:
 
 def out_dir() -> str:
     """The output directory: ``out=DIR`` on the command line, default ``build/``."""
-    return os.path.normpath(get_var("out", DEFAULT_OUT))
+    return _normalized(get_var("out", DEFAULT_OUT))
+
+
+@functools.lru_cache(maxsize=8)
+def _normalized(path: str) -> str:
+    """``os.path.normpath``, remembered: task creation asks for the output directory thousands of times."""
+    return os.path.normpath(path)
 
 
 def state_dir(*parts: str) -> str:

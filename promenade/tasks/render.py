@@ -2,7 +2,9 @@
 
 * ``render``: the site alone, lenient (certificates may not exist yet) → ``state/site/``.
 * ``render_final``: the site plus ``certificates.yaml``, strict → ``state/rendered/``,
-  which every per-node task reads.
+  which every per-node task reads. Its inputs are the site files, the PKI request index and
+  ``certificates.yaml``; the ``certs`` family is its *setup*, so doit looks at the (thousands
+  of) certificate tasks only when one of those inputs changed.
 * ``validate``: render + validate in memory and print a one-line summary; writes nothing.
 """
 
@@ -167,11 +169,32 @@ def task_render():
     return _site_task(task_render, lambda files: _store_task(files, False, state_dir(*SITE_STORE)))
 
 
+def _signature(path: str) -> str | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return f"{info.st_mtime_ns}:{info.st_size}:{info.st_ino}"
+
+
+def certificates_unchanged(task, values, path: str) -> bool:
+    """uptodate check: ``path`` is the file the last successful run read (a new file is a new
+    inode: every write is a rename). Not a ``file_dep``: that would make every certificate task
+    a dependency to check on each run."""
+    task.value_savers.append(lambda: {"certificates": _signature(path)})
+    current = _signature(path)
+    return current is not None and values.get("certificates") == current
+
+
 def task_render_final():
     """Render the site with its certificates (strict) into state/rendered/."""
+    from .certs import requests_index  # the certs family reads the site store this family writes
+
     def build(files):
         task = _store_task(files + [certificates_file()], True, state_dir(*RENDERED_STORE))
-        task["task_dep"] = ["certs"]  # certificates.yaml comes from tasks created once the site is rendered
+        task["file_dep"] = files + [requests_index()]
+        task["uptodate"] = [(certificates_unchanged, [certificates_file()])]
+        task["setup"] = ["certs"]
         return task
     return _site_task(task_render_final, build)
 
