@@ -17,8 +17,12 @@ Site-wide options, set in any PKICatalog's ``data``: ``key_algorithm`` (``rsa-20
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import ipaddress
+import multiprocessing
+import os
+import signal
 from typing import Any, Iterable
 
 from cryptography import x509
@@ -210,6 +214,42 @@ def new_private_key(algorithm: str):
     return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm.split("-")[1]))
 
 
+def _new_key_pem(algorithm: str) -> bytes:
+    return new_private_key(algorithm).private_bytes(_PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption())
+
+
+class KeyPool:
+    """RSA private keys made ahead, in one worker process per CPU, while the caller goes on.
+
+    Generating RSA keys is nearly all of the PKI's cost, and each is independent: a run that
+    needs many gets them in parallel. ``wanted`` maps a name to its algorithm; :meth:`take`
+    returns the key made for a name (waiting for it), or None when none was made (ECDSA keys
+    take microseconds; fewer than :data:`MIN_KEYS` or a single CPU are not worth the workers).
+    A process that is itself a worker (``doit -n``) makes its keys inline.
+    """
+
+    MIN_KEYS = 4
+
+    def __init__(self, wanted: dict[str, str]):
+        wanted = {name: algorithm for name, algorithm in wanted.items() if algorithm.startswith("rsa-")}
+        self._futures: dict[str, concurrent.futures.Future] = {}
+        if (len(wanted) >= self.MIN_KEYS and (os.cpu_count() or 1) > 1
+                and multiprocessing.parent_process() is None):
+            # Workers take SIGTERM's default action, not a handler the caller may have installed.
+            executor = concurrent.futures.ProcessPoolExecutor(initializer=signal.signal,
+                                                              initargs=(signal.SIGTERM, signal.SIG_DFL))
+            self._futures = {name: executor.submit(_new_key_pem, algorithm) for name, algorithm in wanted.items()}
+            executor.shutdown(wait=False)
+
+    def take(self, name: str):
+        future = self._futures.pop(name, None)
+        if future is None:
+            return None
+        return serialization.load_pem_private_key(future.result(), password=None,
+                                                  unsafe_skip_rsa_key_validation=True)
+
+
 def private_pem(key, pkcs8: bool = False) -> str:
     """PEM of a private key: PKCS#1 / SEC1 (``RSA/EC PRIVATE KEY``) or PKCS#8 (``PRIVATE KEY``)."""
     fmt = serialization.PrivateFormat.PKCS8 if pkcs8 else serialization.PrivateFormat.TraditionalOpenSSL
@@ -244,9 +284,11 @@ def _builder(subject: x509.Name, issuer: x509.Name, key, days: int, not_after_ca
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
 
 
-def generate_ca(request: dict) -> tuple[str, str]:
-    """A self-signed CA ``(certificate PEM, PKCS#1/SEC1 key PEM)``: CN = CA name, O = Kubernetes."""
-    key = new_private_key(request["algorithm"])
+def generate_ca(request: dict, key=None) -> tuple[str, str]:
+    """A self-signed CA ``(certificate PEM, PKCS#1/SEC1 key PEM)``: CN = CA name, O = Kubernetes.
+
+    ``key`` is a private key made ahead for it (see :class:`KeyPool`); else one is made here."""
+    key = key or new_private_key(request["algorithm"])
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, CA_ORGANIZATION),
                       x509.NameAttribute(NameOID.COMMON_NAME, request["name"])])
     cert = (_builder(name, name, key, request["days"])
@@ -261,14 +303,14 @@ def generate_ca(request: dict) -> tuple[str, str]:
     return cert.public_bytes(_PEM).decode(), private_pem(key)
 
 
-def issue_certificate(request: dict, ca_cert_pem: str, ca_key_pem: str) -> tuple[str, str]:
+def issue_certificate(request: dict, ca_cert_pem: str, ca_key_pem: str, key=None) -> tuple[str, str]:
     """A leaf ``(certificate PEM, key PEM)`` signed by the CA, usable for server and client auth."""
     ca_cert = x509.load_pem_x509_certificate(ca_cert_pem.encode())
     # The CA key was generated here or checked against its certificate when the CA was accepted;
     # re-validating an RSA key on every load would cost more than issuing the certificate.
     ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None,
                                                 unsafe_skip_rsa_key_validation=True)
-    key = new_private_key(request["algorithm"])
+    key = key or new_private_key(request["algorithm"])
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in request["groups"]]
                         + [x509.NameAttribute(NameOID.COMMON_NAME, request["common_name"])])
     is_rsa = isinstance(key, rsa.RSAPrivateKey)
@@ -290,9 +332,9 @@ def issue_certificate(request: dict, ca_cert_pem: str, ca_key_pem: str) -> tuple
     return cert.public_bytes(_PEM).decode(), private_pem(key)
 
 
-def generate_keypair(request: dict) -> tuple[str, str]:
+def generate_keypair(request: dict, key=None) -> tuple[str, str]:
     """A key pair ``(public SPKI PEM, private PKCS#8 PEM)``."""
-    key = new_private_key(request["algorithm"])
+    key = key or new_private_key(request["algorithm"])
     return public_pem(key), private_pem(key, pkcs8=True)
 
 
@@ -368,12 +410,12 @@ def differences(request: dict, ca_cert_pem: str | None = None, now: datetime.dat
     return found
 
 
-def fulfil(request: dict, where: dict, ca: dict | None = None) -> dict:
+def fulfil(request: dict, where: dict, ca: dict | None = None, key=None) -> dict:
     """The material for one request: ``{"public": PEM, "private": PEM, "provided": bool}``.
 
-    ``ca`` is the fulfilled CA of a certificate request. Site-provided material is checked with
-    :func:`differences` and reused unchanged; a mismatch raises :class:`PromenadeError` located
-    by ``where`` (see :func:`plan`).
+    ``ca`` is the fulfilled CA of a certificate request; ``key`` a private key made ahead for
+    it. Site-provided material is checked with :func:`differences` and reused unchanged; a
+    mismatch raises :class:`PromenadeError` located by ``where`` (see :func:`plan`).
     """
     if request.get("provided"):
         found = differences(request, ca["public"] if ca else None)
@@ -382,11 +424,11 @@ def fulfil(request: dict, where: dict, ca: dict | None = None) -> dict:
         return {"public": request["provided"]["public"], "private": request["provided"]["private"],
                 "provided": True}
     if request["kind"] == "ca":
-        public, private = generate_ca(request)
+        public, private = generate_ca(request, key)
     elif request["kind"] == "cert":
-        public, private = issue_certificate(request, ca["public"], ca["private"])
+        public, private = issue_certificate(request, ca["public"], ca["private"], key)
     else:
-        public, private = generate_keypair(request)
+        public, private = generate_keypair(request, key)
     return {"public": public, "private": private, "provided": False}
 
 

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from . import auth
 from .engine import Workspace
@@ -51,7 +52,7 @@ API_PREFIXES = ("/api/", "/versions", "/sha256sums")
 FILE_HEADERS = {b"authorization", b"x-auth-token", b"if-none-match"}
 PUBLIC_CACHE = b"public, max-age=31536000, immutable"
 PRIVATE_CACHE = b"private, no-cache"
-ROUTE_CAPACITY = 4096
+ROUTE_CAPACITY = 4096  # remembered file routes (Site.remember)
 NODE_SCRIPT = re.compile(r"^(?:join|validate)-(?P<node>.+)\.sh$")
 CONTENT_TYPES = {".sh": "text/x-shellscript", ".yaml": "application/x-yaml", ".yml": "application/x-yaml"}
 JOIN_PARAMS = {"design_ref", "hostname", "ip", "external_ip", "domain", "leave_kubectl",
@@ -248,7 +249,7 @@ def content_type(relpath: str) -> str:
     return mimetypes.guess_type(relpath)[0] or "application/octet-stream"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileRoute:
     """What a URL path names inside the build directory, worked out from the name alone: the file, the
     directories on the way (checked on every request), the node owning it (None: provisioner only),
@@ -345,7 +346,7 @@ def _route(root: str, relpath: str) -> FileRoute:
     public = parts[0] in PUBLIC_DIRS
     match = None if public else NODE_SCRIPT.match(relpath)
     return FileRoute(os.path.join(root, relpath), tuple(parts[:-1]), match["node"] if match else None, public,
-                 content_type(relpath).encode("latin-1"), PUBLIC_CACHE if public else PRIVATE_CACHE)
+                     content_type(relpath).encode("latin-1"), PUBLIC_CACHE if public else PRIVATE_CACHE)
 
 
 def file_parts(method: str, if_none_match: str | None, entry: FileEntry, media_type: bytes,
@@ -602,6 +603,63 @@ def _checked_headers(scope) -> dict[str, str]:
     return wanted
 
 
+class HeadWithBody:
+    """A transport holding each write until the next one or the end of the event-loop iteration, so
+    that a response's head leaves together with its body: one send, and one wake-up of the client,
+    per response instead of two. Everything else is the wrapped transport's."""
+
+    __slots__ = ("transport", "loop", "held")
+
+    def __init__(self, transport, loop):
+        self.transport, self.loop, self.held = transport, loop, None
+
+    def __getattr__(self, name):
+        return getattr(self.transport, name)
+
+    def write(self, data) -> None:
+        if self.held is None:
+            if data:
+                self.held = data
+                self.loop.call_soon(self.flush)
+        else:
+            held, self.held = self.held, None
+            self.transport.writelines((held, data))
+
+    def flush(self) -> None:
+        held, self.held = self.held, None
+        if held is not None and not self.transport.is_closing():
+            self.transport.write(held)
+
+    def writelines(self, chunks) -> None:
+        self.flush()
+        self.transport.writelines(chunks)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        self.held = None
+        self.transport.abort()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() + len(self.held or b"")
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol on a :class:`HeadWithBody` transport."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(HeadWithBody(transport, self.loop))
+
+
 def create_app(config: ServeConfig) -> Starlette:
     """The ASGI application serving ``config.out_dir``."""
     site = Site(config)
@@ -653,9 +711,8 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 9000, *, tls
           f"{'s' if workers != 1 else ''}, {'NO credentials (insecure)' if config.insecure else 'tokens required'})",
           file=sys.stderr, flush=True)
     uvicorn.run("promenade.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                http="httptools", loop="uvloop", ssl_certfile=tls_cert or None, ssl_keyfile=tls_key or None,
-                access_log=False, server_header=False, timeout_graceful_shutdown=30,
-                h11_max_incomplete_event_size=MAX_HEADERS, log_level="warning")
+                http="promenade.server:HttpProtocol", loop="uvloop", ssl_certfile=tls_cert or None, ssl_keyfile=tls_key or None,
+                access_log=False, server_header=False, timeout_graceful_shutdown=30, log_level="warning")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

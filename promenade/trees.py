@@ -120,6 +120,7 @@ def _modes() -> tuple[tuple[str, int], ...]:
     return tuple((rule["glob"], int(rule["mode"])) for rule in rules)
 
 
+@functools.lru_cache(maxsize=4096)
 def mode_for(path: str) -> int:
     """Mode of a placed file: the first rule of ``modes.yaml`` whose glob matches ``path``."""
     for pattern, mode in _modes():

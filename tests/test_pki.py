@@ -229,3 +229,15 @@ def test_options_set_in_one_catalog_apply_to_every_catalog():
     assert {(r["name"], r["algorithm"], r.get("days")) for r in requests} == {
         ("kubernetes", "ecdsa-p256", 3650), ("kubelet-n9", "ecdsa-p256", 7), ("extra", "ecdsa-p256", 3650),
         ("apiserver", "ecdsa-p256", 7), ("admin", "ecdsa-p256", 7), ("service-account", "ecdsa-p256", None)}
+
+
+def test_key_pool_makes_rsa_keys_ahead_in_worker_processes():
+    pool = pki.KeyPool({f"cert:c{i}": "rsa-2048" for i in range(4)} | {"ca:e": "ecdsa-p256"})
+    keys = [pool.take(f"cert:c{i}") for i in range(4)]
+    assert all(key.key_size == 2048 for key in keys)
+    assert len({key.public_key().public_numbers().n for key in keys}) == 4
+    assert pool.take("cert:c0") is None and pool.take("ca:e") is None  # taken once; ECDSA made inline
+    request = {"kind": "ca", "name": "pooled", "algorithm": "rsa-2048", "days": 30}
+    material = pki.fulfil(request, {}, None, pki.KeyPool({f"k{i}": "rsa-2048" for i in range(4)}).take("k1"))
+    assert pki.differences({**request, "provided": material}) == []
+    assert pki.KeyPool({"few": "rsa-2048"}).take("few") is None  # too few to be worth the workers

@@ -7,6 +7,7 @@ import concurrent.futures
 import hashlib
 import http.client
 import http.server
+import io
 import json
 import os
 import signal
@@ -187,7 +188,7 @@ def raw_get(server, target, headers=()):
 @pytest.mark.parametrize("target", [
     "/../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/blobs/..%2f..%2fetc%2fpasswd", "/state/site/index.json",
     "/cache/join-scripts/x.sh", "/.doit.db", "/certificates.yaml", "/tokens.yaml", "/passwd", "/blobs/",
-    "/blobs//x", "/nonexistent.sh",
+    "/blobs//x", "/nonexistent.sh", "/" + "d" * 300 + "/join-n1.sh",
 ])
 def test_private_or_outside_paths_are_not_found(server, build, target):
     _out, tokens = build
@@ -385,3 +386,92 @@ def test_unexpected_errors_answer_500_in_status_json(build, monkeypatch):
     for response in asyncio.run(requests()):
         body = assert_status_json(response, 500)
         assert body["retry"] is True and "disk on fire" not in response.text
+
+
+def in_process(app, requests):
+    """The responses of ``requests(client)`` (a coroutine function) from ``app`` without a socket."""
+
+    async def run():
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://promenade") as client:
+            return await requests(client)
+
+    return asyncio.run(run())
+
+
+def test_remembered_routes_still_check_directories_and_files_on_every_request(tmp_path):
+    from promenade import server
+
+    out = tmp_path / "build"
+    tokens = make_build(out)
+    app = server.create_app(server.ServeConfig(out_dir=str(out)))
+    digest = hashlib.sha256(BLOB).hexdigest()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / digest).write_bytes(b"outside the build\n")
+
+    async def requests(client):
+        first = await client.get(f"/blobs/{digest}")
+        script = await client.get("/join-n1.sh", headers=bearer(tokens["nodes"]["n1"]))
+        remembered = set(app.site.routes)
+        os.rename(out / "blobs", tmp_path / "blobs-moved")
+        os.symlink(elsewhere, out / "blobs")
+        os.rename(out / "join-n1.sh", tmp_path / "join-n1.sh")
+        os.symlink(tmp_path / "join-n1.sh", out / "join-n1.sh")
+        return (first, script, remembered, await client.get(f"/blobs/{digest}"),
+                await client.get("/join-n1.sh", headers=bearer(tokens["nodes"]["n1"])))
+
+    first, script, remembered, swapped_dir, swapped_file = in_process(app, requests)
+    assert first.content == BLOB and script.status_code == 200
+    assert remembered == {f"blobs/{digest}", "join-n1.sh"}
+    assert swapped_dir.status_code == 404 and b"outside" not in swapped_dir.content
+    assert swapped_file.status_code == 404
+
+
+def test_only_found_files_are_remembered_and_their_number_is_bounded(tmp_path, monkeypatch):
+    from promenade import server
+
+    out = tmp_path / "build"
+    tokens = make_build(out)
+    app = server.create_app(server.ServeConfig(out_dir=str(out)))
+    monkeypatch.setattr(server, "ROUTE_CAPACITY", 2)
+    names = ("join-n1.sh", "join-n2.sh", "genesis.sh")
+
+    async def requests(client):
+        headers = bearer(tokens["provisioner"])
+        missing = [await client.get(f"/missing-{n}.sh", headers=headers) for n in range(3)]
+        after_missing = set(app.site.routes)
+        found = [await client.get(f"/{name}", headers=headers) for name in names]
+        return missing, after_missing, found
+
+    missing, after_missing, found = in_process(app, requests)
+    assert {r.status_code for r in missing} == {404} and after_missing == set()
+    assert [r.status_code for r in found] == [200, 200, 200]
+    assert len(app.site.routes) <= 2 and "genesis.sh" in app.site.routes
+    assert found[0].headers["content-type"] == "text/x-shellscript"
+    assert found[0].headers["cache-control"] == "private, no-cache"
+
+
+def test_access_log_lines_are_json_with_escaped_fields():
+    from promenade import server
+
+    stream = io.StringIO()
+    log = server.AccessLog(stream)
+    path = '/odd "name"\\ é\n.sh'
+    scopes = [{"client": ("::1", 5), "method": "GET", "path": path, "state": {"node": 'n"1'}},
+              {"client": None, "method": "HEAD", "path": "/x", "state": {}}]
+
+    async def record():
+        for scope in scopes:
+            log.add(scope, 200, 12, 0.0015)
+        await asyncio.sleep(0)
+
+    before = time.gmtime()
+    asyncio.run(record())
+    after = time.gmtime()
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first == {"time": first["time"], "client": "::1", "method": "GET", "path": path, "node": 'n"1',
+                     "status": 200, "bytes": 12, "duration_ms": 1.5}
+    assert time.strftime("%Y-%m-%dT%H:%M:%SZ", before) <= first["time"] <= time.strftime("%Y-%m-%dT%H:%M:%SZ", after)
+    assert (second["client"], second["node"], second["method"]) == ("-", "-", "HEAD")
+    assert stream.getvalue().isascii()

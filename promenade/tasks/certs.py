@@ -91,10 +91,28 @@ def write_requests(site_store: str, root: str) -> None:
         wanted_outputs.add(output)
         items.append({"kind": request["kind"], "name": request["name"], "ca": request.get("ca"),
                       "request": path, "output": output, "where": where, "sha256": request_digest(request)})
+    global _keys
+    _keys = pki.KeyPool({_key_name(item): request["algorithm"] for item, request in zip(items, requests)
+                         if not request.get("provided") and not _still_current(item)})
     _prune(os.path.join(root, "requests"), wanted_requests)
     for kind in pki.PAIRS:
         _prune(os.path.join(root, kind), wanted_outputs)
     _write_json(os.path.join(root, REQUESTS_INDEX), {"items": items})
+
+
+_keys = None  # a pki.KeyPool of what the requests written by this process need
+
+
+def _key_name(item: dict) -> str:
+    return f"{item['kind']}:{item['name']}"
+
+
+def _still_current(item: dict) -> bool:
+    """Whether the item's output was made for its current request (then no new key is needed)."""
+    try:
+        return _read_json(item["output"]).get("request_sha256") == item["sha256"]
+    except (OSError, ValueError):
+        return False
 
 
 @user_errors
@@ -114,7 +132,7 @@ def make_item(item: dict, ca_output: str | None) -> None:
         if (previous.get("request_sha256") == digest and not previous.get("provided")
                 and not pki.differences({**request, "provided": previous}, ca and ca["public"])):
             return
-    material = pki.fulfil(request, item["where"], ca)
+    material = pki.fulfil(request, item["where"], ca, _keys.take(_key_name(item)) if _keys else None)
     if not material["provided"]:
         material["request_sha256"] = digest
     _write_json(item["output"], material)
