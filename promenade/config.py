@@ -297,13 +297,17 @@ class SiteConfig:
 
     # --- views ------------------------------------------------------------------------------------
     def for_genesis(self) -> "SiteConfig":
-        """The genesis script's view: every document except the KubernetesNodes."""
+        """The genesis script's view: every document except the KubernetesNodes (a view is its own view)."""
+        if self.host is not None and self.host.is_genesis:
+            return self
         view = self._subset(lambda schema, _name: schema != NODE)
         view.host = view._host(view.document(GENESIS), is_genesis=True)
         return view
 
     def for_node(self, name: str) -> "SiteConfig":
-        """Node ``name``'s view: everything except Genesis and the other KubernetesNodes."""
+        """Node ``name``'s view: everything except Genesis and the other KubernetesNodes (a view is its own view)."""
+        if self.host is not None and not self.host.is_genesis and self.host.name == name:
+            return self
         node = self.node(name)
         view = self._subset(lambda schema, doc_name: schema != GENESIS and (schema != NODE or doc_name == name))
         view.host = view._host(node, is_genesis=False)

@@ -1,7 +1,7 @@
 """The HTTP server: ``build/`` as static files and the original Promenade API, with per-node credentials.
 
 An ASGI application run by uvicorn: files are served by a lean handler of their own (they are
-nearly all the traffic), the API by Starlette. Files are read whole from one open descriptor
+nearly all the traffic), the API by Starlette; each response's head leaves with its body. Files are read whole from one open descriptor
 and cached by file identity, so a build that renames new files into place switches each file
 atomically. Scripts need a token (:mod:`promenade.auth`) unless the server runs with
 ``insecure``. Every error answers in the Airship Status JSON shape, and every request leaves
@@ -711,8 +711,9 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 9000, *, tls
           f"{'s' if workers != 1 else ''}, {'NO credentials (insecure)' if config.insecure else 'tokens required'})",
           file=sys.stderr, flush=True)
     uvicorn.run("promenade.server:app_from_environment", factory=True, host=host, port=port, workers=workers,
-                http="promenade.server:HttpProtocol", loop="uvloop", ssl_certfile=tls_cert or None, ssl_keyfile=tls_key or None,
-                access_log=False, server_header=False, timeout_graceful_shutdown=30, log_level="warning")
+                http="promenade.server:HttpProtocol", loop="uvloop", ssl_certfile=tls_cert or None,
+                ssl_keyfile=tls_key or None, access_log=False, server_header=False, timeout_graceful_shutdown=30,
+                log_level="warning")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

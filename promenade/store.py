@@ -1,13 +1,14 @@
-"""The rendered-document store: one file per document under ``build/state/<stage>/``.
+"""The rendered-document store: the documents of one render under ``build/state/<stage>/``.
 
-Each file is JSON (YAML's fast subset: indented, sorted keys); a document JSON cannot hold
-(e.g. a YAML timestamp) is written as YAML instead. Both load with any YAML reader.
+* ``documents.jsonl``: one document per line in rendered order, as JSON (``{"document": …}``);
+  a document JSON cannot hold exactly (a YAML timestamp, non-string keys) is kept as its YAML
+  text (``{"yaml": …}``).
+* ``index.json``: every document's schema, name, provenance and the sha256 of its line, so it
+  changes whenever any document does: a task that reads every document depends on it alone.
+* ``schemas/<schema>.sha256``: a digest of the documents of one schema, rewritten only when
+  they change, for tasks that read only some schemas (the PKI, HostSystem).
 
-Later tasks declare ``file_dep`` on exactly the documents they use. Files are rewritten only
-when their content changes, so editing one node's document touches only that node's file.
-``index.json`` lists every document in rendered order with its provenance and the sha256 of its
-file, so it changes whenever any document does: a task that reads every document can depend
-on the index alone.
+Everything is rewritten only when its content changes.
 """
 
 from __future__ import annotations
@@ -23,75 +24,80 @@ from .errors import PromenadeError, Problem
 from .fileio import SECRET_MODE, atomic_write, ensure_dir, remove_quietly
 
 INDEX = "index.json"
-DOCS = "docs"
+DOCUMENTS = "documents.jsonl"
+SCHEMAS = "schemas"
 
-def dump_document(data) -> str:
-    """One stored document: JSON when it holds ``data`` exactly (fast), else YAML.
 
-    JSON cannot hold YAML timestamps or binary, and turns non-string keys into strings: the
-    round trip tells.
-    """
+def _exact_json(data) -> str | None:
+    """Compact, sorted JSON of ``data`` if JSON holds it exactly (the round trip tells), else None."""
     try:
-        text = json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False)
+        text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         if json.loads(text) == data:
-            return text + "\n"
+            return text
     except (TypeError, ValueError):
         pass
-    from .yamlio import dump_yaml  # YAML is the rare case: loading PyYAML costs every doit run
-
-    return dump_yaml(data)
+    return None
 
 
-def load_document_text(text: str):
-    """Inverse of :func:`dump_document`."""
-    if text.startswith("{"):
-        return json.loads(text)
+def dump_line(data) -> str:
+    """One line of ``documents.jsonl``."""
+    text = _exact_json(data)
+    if text is not None:
+        return '{"document":' + text + "}"
+    from .yamlio import dump_yaml  # the rare case: loading PyYAML costs every doit run
+
+    return json.dumps({"yaml": dump_yaml(data)}, sort_keys=True, ensure_ascii=False)
+
+
+def load_line(line: str):
+    """Inverse of :func:`dump_line`."""
+    record = json.loads(line)
+    if "document" in record:
+        return record["document"]
     from .yamlio import load_yaml
 
-    return load_yaml(text)
-
-
-def _slug(text: str) -> str:
-    return quote(text, safe="-_.") or "_"
-
-
-def relative_doc_path(schema: str, name: str) -> str:
-    """Path of a document's file inside a store, e.g. ``docs/promenade_Genesis_v1/genesis.yaml``."""
-    return f"{DOCS}/{_slug(schema.replace('/', '_'))}/{_slug(name)}.yaml"
-
-
-def doc_path(store_dir: str, schema: str, name: str) -> str:
-    """Absolute-or-relative path of one document's file in ``store_dir``."""
-    return os.path.join(store_dir, relative_doc_path(schema, name))
+    return load_yaml(record["yaml"])
 
 
 def index_path(store_dir: str) -> str:
     return os.path.join(store_dir, INDEX)
 
 
-def write_store(store_dir: str, docs: Iterable[Document]) -> list[str]:
-    """Write every document and the index; remove files of documents that left.
+def schema_stamp(store_dir: str, schema: str) -> str:
+    """The digest file of ``schema``'s documents (it exists only while the store has some)."""
+    return os.path.join(store_dir, SCHEMAS, quote(schema.replace("/", "_"), safe="-_.") + ".sha256")
 
-    Returns the relative paths of document files whose content changed.
+
+def write_store(store_dir: str, docs: Iterable[Document]) -> list[tuple[str, str]]:
+    """Write the documents, the index and the schema digests.
+
+    Returns the (schema, name) of every document that is new or changed.
     """
     ensure_dir(store_dir)
-    entries, changed, wanted = [], [], set()
+    before = {(e["schema"], e["name"]): e.get("sha256") for e in read_index(store_dir, missing_ok=True)}
+    entries, lines, changed, by_schema = [], [], [], {}
     for doc in docs:
-        rel = relative_doc_path(doc.schema, doc.name)
-        if rel in wanted:  # rendering guarantees uniqueness of (schema, name)
+        key = (doc.schema, doc.name)
+        if key in by_schema.get(doc.schema, {}):  # rendering guarantees uniqueness of (schema, name)
             raise PromenadeError(doc.problem("two rendered documents share this schema and name"))
-        wanted.add(rel)
-        text = dump_document(doc.to_dict()).encode("utf-8")
-        entries.append({"schema": doc.schema, "name": doc.name, "file": rel, "source": doc.file, "line": doc.line,
-                        "sha256": hashlib.sha256(text).hexdigest()})
-        if atomic_write(os.path.join(store_dir, rel), text, SECRET_MODE):
-            changed.append(rel)
-    docs_root = os.path.join(store_dir, DOCS)
-    for root, _dirs, files in os.walk(docs_root):
-        for filename in files:
-            full = os.path.join(root, filename)
-            if os.path.relpath(full, store_dir) not in wanted:
-                remove_quietly(full)
+        line = dump_line(doc.to_dict())
+        digest = hashlib.sha256(line.encode("utf-8")).hexdigest()
+        lines.append(line)
+        entries.append({"schema": doc.schema, "name": doc.name, "source": doc.file, "line": doc.line,
+                        "sha256": digest})
+        by_schema.setdefault(doc.schema, {})[key] = digest
+        if before.get(key) != digest:
+            changed.append(key)
+    atomic_write(os.path.join(store_dir, DOCUMENTS), "".join(line + "\n" for line in lines), SECRET_MODE)
+    wanted = set()
+    for schema, digests in by_schema.items():
+        path = schema_stamp(store_dir, schema)
+        wanted.add(path)
+        atomic_write(path, hashlib.sha256(json.dumps(list(digests.values())).encode()).hexdigest() + "\n")
+    stamps = os.path.join(store_dir, SCHEMAS)
+    for name in os.listdir(stamps) if os.path.isdir(stamps) else []:
+        if os.path.join(stamps, name) not in wanted:
+            remove_quietly(os.path.join(stamps, name))
     atomic_write(index_path(store_dir), json.dumps({"documents": entries}, indent=1, sort_keys=True) + "\n",
                  SECRET_MODE)
     return changed
@@ -113,22 +119,22 @@ def read_index(store_dir: str, missing_ok: bool = False) -> list[dict]:
                                      file=index_path(store_dir))) from None
 
 
-def _load_entry(store_dir: str, entry: dict) -> Document:
-    with open(os.path.join(store_dir, entry["file"]), encoding="utf-8") as handle:
-        raw = load_document_text(handle.read())
-    return Document(raw, entry.get("source"), entry.get("line"))
-
-
 def load_documents(store_dir: str, schemas: Iterable[str] | None = None) -> list[Document]:
     """Documents of the store in rendered order; only the given schemas if ``schemas`` is set."""
     wanted = set(schemas) if schemas is not None else None
-    return [_load_entry(store_dir, entry) for entry in read_index(store_dir)
+    index = read_index(store_dir)
+    with open(os.path.join(store_dir, DOCUMENTS), encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    if len(lines) != len(index):
+        raise PromenadeError(Problem(f"{store_dir} is incomplete (an interrupted render?): run the build again",
+                                     file=os.path.join(store_dir, DOCUMENTS)))
+    return [Document(load_line(line), entry.get("source"), entry.get("line")) for entry, line in zip(index, lines)
             if wanted is None or entry["schema"] in wanted]
 
 
 def load_document(store_dir: str, schema: str, name: str) -> Document:
     """One document of the store."""
-    for entry in read_index(store_dir):
-        if entry["schema"] == schema and entry["name"] == name:
-            return _load_entry(store_dir, entry)
+    for doc in load_documents(store_dir, [schema]):
+        if doc.name == name:
+            return doc
     raise PromenadeError(Problem(f"no document {schema} {name!r} in {store_dir}"))

@@ -176,13 +176,34 @@ def _describe(error: ValidationError, reveal: bool) -> Iterator[tuple[list, str]
         yield path, error.message if reveal else f"failed the {keyword!r} rule of the schema"
 
 
-_valid: set[bytes] = set()  # digests of (schema, data) found valid by a built-in schema in this process
+_valid: set[str] = set()  # validity keys of documents a built-in schema accepted (see validity_key)
+
+
+@functools.lru_cache(maxsize=None)
+def _rules_version() -> bytes:
+    """Digest of the built-in schemas and of this module: a new version of either forgets every
+    remembered validity."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for path in sorted(SCHEMA_DIR.glob("*.yaml")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.digest()
+
+
+def validity_key(doc: Document) -> str:
+    """What identifies ``doc`` for its built-in schema check: the rules' version, schema and data."""
+    return hashlib.sha1(_rules_version() + repr((doc.schema, doc.data)).encode()).hexdigest()
+
+
+def remember_valid(keys: Iterable[str]) -> None:
+    """Trust documents with these :func:`validity_key` values to pass their built-in schema
+    (a render remembers what it found valid, so the next render checks only what changed)."""
+    _valid.update(keys)
 
 
 def _builtin_problems(doc: Document) -> list[Problem]:
-    """Problems of ``doc`` under its built-in schema. A process renders a site twice (before and
-    after certificates) and most documents are equal both times: valid ones are checked once."""
-    key = hashlib.sha1(repr((doc.schema, doc.data)).encode()).digest()
+    """Problems of ``doc`` under its built-in schema; remembered valid documents are not checked
+    again (a process renders a site twice, before and after certificates)."""
+    key = validity_key(doc)
     if key in _valid:
         return []
     problems = _schema_problems(doc, builtin_validator(doc.schema), _reveal(doc))

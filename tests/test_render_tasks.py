@@ -52,7 +52,8 @@ def test_render_is_incremental_per_document(site, tmp_path):
     assert executed(doit("render", site=site, out=out)) == ["render"]
     after = files_under(out / "state" / "site")
     changed = sorted(k for k in after if after[k] != before.get(k))
-    assert changed == ["docs/promenade_KubernetesNode_v1/n2.yaml", "index.json"]  # the index holds its sha256
+    # the document line, its sha256 in the index, its schema's digest, what the render found valid
+    assert changed == ["documents.jsonl", "index.json", "schemas/promenade_KubernetesNode_v1.sha256", "valid.json"]
 
 
 def test_bad_site_fails_cleanly_and_leaves_build_untouched(site, tmp_path):

@@ -475,3 +475,111 @@ def test_access_log_lines_are_json_with_escaped_fields():
     assert time.strftime("%Y-%m-%dT%H:%M:%SZ", before) <= first["time"] <= time.strftime("%Y-%m-%dT%H:%M:%SZ", after)
     assert (second["client"], second["node"], second["method"]) == ("-", "-", "HEAD")
     assert stream.getvalue().isascii()
+
+
+def read_until_quiet(sock, seconds=1.0) -> bytes:
+    """Everything ``sock`` receives until it stays silent for ``seconds`` or closes."""
+    sock.settimeout(seconds)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        pass
+    return data
+
+
+def test_pipelined_requests_get_their_answers_in_order(server, build):
+    out, tokens = build
+    auth_line = f"Authorization: Bearer {tokens['nodes']['n1']}\r\n"
+    script = (out / "join-n1.sh").read_bytes()
+    etag = f'"{hashlib.sha256(script).hexdigest()}"'
+    requests = [f"GET /join-n1.sh HTTP/1.1\r\nHost: x\r\n{auth_line}\r\n",
+                f"HEAD /join-n1.sh HTTP/1.1\r\nHost: x\r\n{auth_line}\r\n",
+                f"GET /join-n1.sh HTTP/1.1\r\nHost: x\r\n{auth_line}If-None-Match: {etag}\r\n\r\n",
+                f"GET /join-n2.sh HTTP/1.1\r\nHost: x\r\n{auth_line}\r\n"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall("".join(requests).encode())
+        data = read_until_quiet(sock)
+    answers = []
+    while data:
+        head, _, data = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ")[1])
+        fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        size = int(fields.get(b"content-length", 0)) if len(answers) != 1 else 0  # HEAD: no body
+        answers.append((status, data[:size]))
+        data = data[size:]
+    assert [status for status, _ in answers] == [200, 200, 304, 403]
+    assert answers[0][1] == script and answers[1][1] == answers[2][1] == b""
+    assert json.loads(answers[3][1])["code"].startswith("403")
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(server, build):
+    _out, tokens = build
+    payload = json.dumps({"href": "/nonexistent"}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"POST /api/v1.0/validatedesign HTTP/1.1\r\nHost: x\r\n"
+                     f"Authorization: Bearer {tokens['provisioner']}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(payload)}\r\nExpect: 100-continue\r\n\r\n".encode())
+        assert read_until_quiet(sock, 2.0) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(payload)
+        assert read_until_quiet(sock).startswith(b"HTTP/1.1 400 ")
+
+
+class RecordingTransport:
+    """The transport calls :class:`promenade.server.HeadWithBody` passes on."""
+
+    def __init__(self):
+        self.calls = []
+        self.closing = False
+
+    def write(self, data):
+        self.calls.append(("write", bytes(data)))
+
+    def writelines(self, chunks):
+        self.calls.append(("writelines", [bytes(chunk) for chunk in chunks]))
+
+    def close(self):
+        self.calls.append(("close",))
+        self.closing = True
+
+    def abort(self):
+        self.calls.append(("abort",))
+        self.closing = True
+
+    def is_closing(self):
+        return self.closing
+
+    def get_write_buffer_size(self):
+        return 7
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("127.0.0.1", 1)}.get(name, default)
+
+
+def test_head_with_body_sends_a_head_and_its_body_in_one_call_and_never_holds_past_the_iteration():
+    from promenade import server
+
+    async def scenario():
+        transport = RecordingTransport()
+        wrapped = server.HeadWithBody(transport, asyncio.get_running_loop())
+        wrapped.write(b"head")
+        wrapped.write(b"body")
+        wrapped.write(b"")
+        assert transport.calls == [("writelines", [b"head", b"body"])]
+        wrapped.write(b"interim")
+        assert wrapped.get_write_buffer_size() == 7 + len(b"interim") and len(transport.calls) == 1
+        await asyncio.sleep(0)
+        assert transport.calls[1:] == [("write", b"interim")]
+        wrapped.write(b"last")
+        wrapped.close()
+        assert transport.calls[2:] == [("write", b"last"), ("close",)]
+        assert wrapped.get_extra_info("peername") == ("127.0.0.1", 1) and wrapped.is_closing()
+        gone = RecordingTransport()
+        dropped = server.HeadWithBody(gone, asyncio.get_running_loop())
+        dropped.write(b"head")
+        dropped.abort()
+        await asyncio.sleep(0)
+        assert gone.calls == [("abort",)]
+
+    asyncio.run(scenario())

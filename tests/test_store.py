@@ -34,40 +34,48 @@ def snapshot(directory):
     return out
 
 
-def test_only_changed_documents_are_rewritten(tmp_path):
+NODE = "promenade/KubernetesNode/v1"
+CERT = "deckhand/Certificate/v1"
+
+
+def test_only_what_changed_is_rewritten(tmp_path):
     target = str(tmp_path / "store")
     docs = parse_stream(SITE, "site.yaml")
     assert len(store.write_store(target, docs)) == 3
     before = snapshot(target)
     docs[1].raw["data"]["ip"] = "192.168.77.99"
-    changed = store.write_store(target, docs)
+    assert store.write_store(target, docs) == [(NODE, "n2")]
     after = snapshot(target)
-    assert changed == [store.relative_doc_path("promenade/KubernetesNode/v1", "n2")]
     differing = sorted(k for k in after if after[k] != before[k])
-    assert differing == ["docs/promenade_KubernetesNode_v1/n2.yaml", "index.json"]
+    assert differing == ["documents.jsonl", "index.json", "schemas/promenade_KubernetesNode_v1.sha256"]
+    line = after["documents.jsonl"][1].decode().splitlines()[1]
     digests = {entry["name"]: entry["sha256"] for entry in store.read_index(target)}
-    assert digests["n2"] == hashlib.sha256(after["docs/promenade_KubernetesNode_v1/n2.yaml"][1]).hexdigest()
+    assert digests["n2"] == hashlib.sha256(line.encode()).hexdigest()
+    assert store.write_store(target, docs) == [] and snapshot(target) == after
 
 
 def test_round_trip_keeps_provenance_and_content(tmp_path):
     target = str(tmp_path / "store")
     store.write_store(target, parse_stream(SITE, "site.yaml"))
-    cert = store.load_document(target, "deckhand/Certificate/v1", "c")
+    cert = store.load_document(target, CERT, "c")
     assert cert.data.startswith("-----BEGIN CERTIFICATE-----\n")
     assert (cert.file, cert.line) == ("site.yaml", 9)
-    text = open(store.doc_path(target, "deckhand/Certificate/v1", "c")).read()
-    assert json.loads(text)["data"] == cert.data
-    assert oct(os.stat(store.doc_path(target, "deckhand/Certificate/v1", "c")).st_mode & 0o777) == "0o600"
-    assert [d.name for d in store.load_documents(target, ["promenade/KubernetesNode/v1"])] == ["n1", "n2"]
+    lines = (tmp_path / "store" / "documents.jsonl").read_text().splitlines()
+    assert json.loads(lines[2])["document"]["data"] == cert.data
+    for name in ("documents.jsonl", "index.json"):
+        assert oct(os.stat(tmp_path / "store" / name).st_mode & 0o777) == "0o600"
+    assert [d.name for d in store.load_documents(target, [NODE])] == ["n1", "n2"]
 
 
-def test_documents_that_left_are_removed(tmp_path):
+def test_documents_and_schemas_that_left_are_removed(tmp_path):
     target = str(tmp_path / "store")
     docs = parse_stream(SITE, "site.yaml")
     store.write_store(target, docs)
+    assert os.path.exists(store.schema_stamp(target, CERT))
     store.write_store(target, docs[:1])
-    assert not os.path.exists(store.doc_path(target, "promenade/KubernetesNode/v1", "n2"))
+    assert not os.path.exists(store.schema_stamp(target, CERT))
     assert [e["name"] for e in store.read_index(target)] == ["n1"]
+    assert [d.name for d in store.load_documents(target)] == ["n1"]
 
 
 def test_documents_json_cannot_hold_are_stored_as_yaml(tmp_path):
@@ -81,5 +89,5 @@ data: {released: 2024-05-01, ports: {80: http, 443: https}}
     store.write_store(target, docs)
     odd = store.load_document(target, "armada/Chart/v1", "odd")
     assert odd.data == {"released": datetime.date(2024, 5, 1), "ports": {80: "http", 443: "https"}}
-    assert open(store.doc_path(target, "armada/Chart/v1", "odd")).read().startswith("data:")
-    assert open(store.doc_path(target, "promenade/KubernetesNode/v1", "n1")).read().startswith("{")
+    records = [json.loads(line) for line in (tmp_path / "store" / "documents.jsonl").read_text().splitlines()]
+    assert "yaml" in records[3] and all("document" in record for record in records[:3])

@@ -201,3 +201,30 @@ def test_sha256_pin_is_accepted_on_downloads_and_rejected_elsewhere():
     problems = [p for p in validation.validate(parse_stream(text, "h.yaml")) if p.path and p.path.startswith(".data.files")]
     assert [(p.line, p.path, p.message) for p in problems] == [
         (6, ".data.files[1]", "expected url or tar_url with sha256 (it pins downloaded content)")]
+
+
+def test_remembered_validity_is_keyed_by_schema_data_and_rules():
+    """A render remembers which documents passed; only exactly those are not checked again."""
+    text = "schema: promenade/Docker/v1\nmetadata: {schema: metadata/Document/v1, name: docker}\ndata: {config: {}}\n"
+    doc = parse_stream(text, "docker.yaml")[0]
+    bad = parse_stream(text.replace("{config: {}}", "{config: 7}"), "docker.yaml")[0]
+    assert validation.validity_key(doc) != validation.validity_key(bad)
+    assert validation._builtin_problems(doc) == [] and validation.validity_key(doc) in validation._valid
+    assert validation._builtin_problems(bad), "an invalid document is reported"
+    validation.remember_valid([validation.validity_key(bad)])  # what a tampered memory would claim
+    try:
+        assert validation._builtin_problems(bad) == []
+    finally:
+        validation._valid.discard(validation.validity_key(bad))
+    assert validation._builtin_problems(bad)
+
+
+def test_render_tasks_remember_what_was_valid(tmp_path):
+    from doitrun import ROOT, doit
+
+    out = tmp_path / "build"
+    doit("render", site=f"{ROOT}/site", out=out)
+    remembered = out / "state" / "site" / "valid.json"
+    keys = __import__("json").loads(remembered.read_text())
+    assert len(keys) > 5 and keys == sorted(set(keys))
+    assert oct(remembered.stat().st_mode & 0o777) == "0o600"

@@ -2,22 +2,23 @@
 
 * ``build_plan`` (after ``render_final``): splits the rendered store into what every script
   shares and what each KubernetesNode owns (its own document and the certificates named after
-  its hostname, e.g. ``kubelet-<host>``). Writes ``state/build/plan.json`` and
-  ``state/build/common.stamp``, a digest of the shared documents, templates and engine code,
-  rewritten only when it changes.
+  its hostname, e.g. ``kubelet-<host>``) and decides which ``build_node`` task builds which
+  node. Writes ``state/build/plan.json``, ``state/build/common.stamp`` (a digest of the shared
+  documents, templates and engine code) and ``state/build/groups/<task>.sha256`` (a digest of
+  the documents of that task's nodes), each rewritten only when it changes.
 * ``build_shared:<role>``: the shared payload (HostSystem ``files``, downloads included),
   compressed once per run and encrypted as the role's policy says, into
   ``state/build/shared-<role>.payload`` with its sha256 in ``shared-<role>.sha256``; every
   script of that role reuses it and depends on the small digest file, not on the payload.
 * ``build_genesis``: ``genesis.sh`` and ``validate-genesis.sh``.
 * ``build_node:<name>``: ``join-<name>.sh`` and ``validate-<name>.sh``; its ``file_dep`` is the
-  common stamp, the shared payload's digest and the node's own documents, so editing one node
-  rebuilds only that node. A node whose scripts cannot be built loses its old ones.
-  Sites with more than :data:`BATCH_ABOVE` nodes get ``build_node:batch-<k>of<n>`` tasks instead, each
-  for the nodes whose name hashes to batch ``k`` of :data:`BATCHES` (``batches=N`` chooses, 0
-  means one task per node): doit's fixed cost per task, not the work, dominates a no-op run of
-  thousands of tasks. A batch rebuilds only its nodes whose inputs changed (doit's ``changed``),
-  all of them when a shared input changed.
+  common stamp, the shared payload's digest and its group stamp, so editing one node rebuilds
+  only that node. A node whose scripts cannot be built loses its old ones. Sites with more
+  than :data:`BATCH_ABOVE` nodes get ``build_node:batch-<k>of<n>`` tasks instead, each for the
+  nodes whose name hashes to batch ``k`` of :data:`BATCHES` (``batches=N`` chooses, 0 means one
+  task per node): doit's fixed cost per task, not the work, dominates a no-op run of thousands
+  of tasks. A task rebuilds only its nodes whose documents changed since they were last built
+  (``groups/<task>.built.json``), all of them when a shared input changed.
 * ``build_cluster``: ``validate-cluster.sh``.
 * ``build_prune``: removes the scripts of nodes that left the site (runs only when the set of
   nodes changes).
@@ -81,6 +82,11 @@ def stamp_path() -> str:
     return build_dir("common.stamp")
 
 
+def group_stamp(group: str) -> str:
+    """The digest of the documents of the nodes one ``build_node`` task builds."""
+    return build_dir("groups", f"{group}.sha256")
+
+
 def shared_path(role: str) -> str:
     return build_dir(f"shared-{role}.payload")
 
@@ -141,13 +147,24 @@ def owners_of(name: str, by_hostname: dict[str, str]) -> list[str]:
 
 
 # --- actions ------------------------------------------------------------------------------------
+def group_of(name: str, batches: int) -> str:
+    """The ``build_node`` task that builds node ``name``: its own, or its batch."""
+    return f"batch-{zlib.crc32(name.encode()) % batches:02d}of{batches}" if batches else name
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 @user_errors
 def make_plan(store_dir: str, extra_inputs: list[str]) -> None:
-    """Write plan.json (who owns which document) and the common stamp."""
+    """Write plan.json (who owns which document, which task builds which node), the common
+    stamp and one stamp per ``build_node`` task (a digest of its nodes' documents)."""
     index = store.read_index(store_dir)
     nodes = [doc for doc in store_documents(store_dir) if doc.schema == NODE]
     by_hostname = {str(doc.data.get("hostname") or doc.name): doc.name for doc in nodes}
-    plan = {"nodes": {doc.name: [] for doc in nodes}, "common": [], "shared": []}
+    plan = {"nodes": {doc.name: [] for doc in nodes}, "common": [], "groups": {}, "digests": {},
+            "shared": sorted({entry["schema"] for entry in index} & set(SHARED_SCHEMAS))}
     for position, entry in enumerate(index):
         owners = []
         if entry["schema"] == NODE:
@@ -158,15 +175,25 @@ def make_plan(store_dir: str, extra_inputs: list[str]) -> None:
             plan["nodes"][owner].append(position)
         if not owners:
             plan["common"].append(position)
-        if entry["schema"] in SHARED_SCHEMAS:
-            plan["shared"].append(entry["file"])
+    batches = batch_count(len(nodes))
+    for name, positions in plan["nodes"].items():
+        plan["digests"][name] = _digest([name, [index[position]["sha256"] for position in positions]])
+        plan["groups"].setdefault(group_of(name, batches), []).append(name)
     digest = hashlib.sha256()
-    for path in [os.path.join(store_dir, index[position]["file"]) for position in plan["common"]] + extra_inputs:
+    for path in extra_inputs:
         with open(path, "rb") as handle:
             digest.update(path.encode() + b"\0" + hashlib.sha256(handle.read()).digest())
-    digest.update(json.dumps([[index[position]["file"] for position in plan["common"]],
+    digest.update(json.dumps([[index[position]["sha256"] for position in plan["common"]],
                               blob_url(), key_fingerprint()]).encode())
     atomic_write(stamp_path(), digest.hexdigest() + "\n")
+    wanted = set()
+    for group, names in plan["groups"].items():
+        wanted.add(group_stamp(group))
+        atomic_write(group_stamp(group), _digest({name: plan["digests"][name] for name in names}) + "\n")
+    for path in glob.glob(build_dir("groups", "*.sha256")):
+        if path not in wanted:
+            remove_quietly(path)
+            remove_quietly(_built_path(path))
     atomic_write(plan_path(), json.dumps(plan, indent=1, sort_keys=True) + "\n")
 
 
@@ -176,11 +203,9 @@ def _view_documents(store_dir: str, positions: list[int]) -> list:
 
 
 @user_errors
-def make_shared(store_dir: str, role: str, files: list[str], target: str) -> None:
+def make_shared(store_dir: str, role: str, target: str) -> None:
     """Build the shared payload of ``role`` from the HostSystem and EncryptionPolicy documents."""
-    wanted = {os.path.join(store_dir, path) for path in files}
-    docs = [doc for doc, entry in zip(store_documents(store_dir), store.read_index(store_dir))
-            if os.path.join(store_dir, entry["file"]) in wanted]
+    docs = [doc for doc in store_documents(store_dir) if doc.schema in SHARED_SCHEMAS]
     payload = _engine().shared_payload(SiteConfig(docs), role, workspace())
     atomic_write(target, payload, SECRET_MODE)
     atomic_write(shared_digest_path(role), hashlib.sha256(payload).hexdigest() + "\n")
@@ -207,7 +232,7 @@ def withdrawn_on_failure(paths):
 def make_genesis(store_dir: str, positions: list[int]) -> dict:
     targets = script_path("genesis.sh"), script_path("validate-genesis.sh")
     with withdrawn_on_failure(targets):
-        config = SiteConfig(_view_documents(store_dir, positions))
+        config = SiteConfig(_view_documents(store_dir, positions)).for_genesis()
         script = _engine().render_genesis_script(config, workspace=workspace(), shared=_shared("genesis"))
         atomic_write(targets[0], script, SECRET_MODE)
         atomic_write(targets[1], _engine().render_validate_script(config), SECRET_MODE)
@@ -221,34 +246,43 @@ def node_scripts(name: str) -> list[str]:
 def _build_node(store_dir: str, name: str, positions: list[int]) -> None:
     targets = node_scripts(name)
     with withdrawn_on_failure(targets):
-        config = SiteConfig(_view_documents(store_dir, positions))
+        config = SiteConfig(_view_documents(store_dir, positions)).for_node(name)
         script = _engine().render_join_script(config, name, workspace=workspace(), shared=_shared("join"))
         atomic_write(targets[0], script, SECRET_MODE)
         atomic_write(targets[1], _engine().render_validate_script(config, name), SECRET_MODE)
 
 
-@user_errors
-def make_node(store_dir: str, name: str, positions: list[int]) -> dict:
-    _build_node(store_dir, name, positions)
-    return {"scripts": 2}
+def _built_path(stamp: str) -> str:
+    return stamp[: -len(".sha256")] + ".built.json"
 
 
 @user_errors
-def make_nodes(store_dir: str, nodes: dict[str, list[int]], inputs: dict[str, list[str]], shared: list[str],
+def make_nodes(store_dir: str, group: str, nodes: dict[str, list[int]], digests: dict[str, str],
                changed: list[str]) -> dict:
-    """Build the nodes of a batch whose inputs changed (every node when a shared input did, or
-    when doit runs the task with nothing changed: ``doit -a``); report every failing node."""
-    changed = set(changed or ())
-    everything = not changed or not changed.isdisjoint(shared)
+    """Build the nodes of one ``build_node`` task whose documents changed since they were last
+    built (recorded in ``groups/<task>.built.json``), or whose scripts are missing; every node
+    when a shared input changed, or when doit runs the task with nothing changed (``doit -a``).
+    Every failing node is reported; the others are built and recorded."""
+    record_path = _built_path(group_stamp(group))
+    try:
+        with open(record_path, encoding="utf-8") as handle:
+            built_for = json.load(handle)
+    except (OSError, ValueError):
+        built_for = {}
+    everything = not changed or not set(changed).isdisjoint([stamp_path(), shared_digest_path("join")])
     problems, built = [], 0
     for name, positions in nodes.items():
-        if everything or not changed.isdisjoint(inputs[name]) or not all(map(os.path.exists, node_scripts(name))):
+        if everything or built_for.get(name) != digests[name] or not all(map(os.path.exists, node_scripts(name))):
+            built_for.pop(name, None)
             try:
                 _build_node(store_dir, name, positions)
             except PromenadeError as exc:
                 problems.extend(exc.problems)
                 continue
+            built_for[name] = digests[name]
             built += 2
+    atomic_write(record_path, json.dumps({name: built_for[name] for name in sorted(built_for) if name in nodes},
+                                         indent=1) + "\n")
     if problems:
         raise PromenadeError(problems)
     return {"scripts": built}
@@ -293,7 +327,7 @@ def _plan() -> dict:
         with open(plan_path(), encoding="utf-8") as handle:
             return json.load(handle)
     except FileNotFoundError:
-        return {"shared": [], "common": [], "nodes": {}}
+        return {"shared": [], "common": [], "nodes": {}, "groups": {}, "digests": {}}
 
 
 @create_after(executed="render_final")
@@ -305,7 +339,8 @@ def task_build_plan():
         "actions": [(make_plan, [store_dir, extra])],
         "file_dep": [store.index_path(store_dir)] + extra,  # the index holds every document's sha256
         "targets": [plan_path(), stamp_path()],
-        "uptodate": [config_changed({"blob_url": blob_url(), "key": key_fingerprint()})],
+        "uptodate": [config_changed({"blob_url": blob_url(), "key": key_fingerprint(),
+                                     "batches": get_var("batches", None)})],
         "clean": True,
     }
 
@@ -316,11 +351,10 @@ def task_build_shared():
     store_dir = rendered_dir()
     plan = _plan()
     for role in ROLES:
-        files = plan["shared"]
         yield {
             "name": role,
-            "actions": [(make_shared, [store_dir, role, files, shared_path(role)])],
-            "file_dep": [os.path.join(store_dir, path) for path in files] + ENGINE_SOURCES,
+            "actions": [(make_shared, [store_dir, role, shared_path(role)])],
+            "file_dep": [store.schema_stamp(store_dir, schema) for schema in plan["shared"]] + ENGINE_SOURCES,
             "targets": [shared_path(role), shared_digest_path(role)],
             "uptodate": [config_changed({"key": key_fingerprint()})],
             "clean": True,
@@ -356,27 +390,14 @@ def task_build_node():
     """Write join-<node>.sh and validate-<node>.sh: one task per KubernetesNode (batches on big sites)."""
     store_dir = rendered_dir()
     plan = _plan()
-    index = store.read_index(store_dir, missing_ok=True)
     shared = [stamp_path(), shared_digest_path("join")]
-    own = {name: [os.path.join(store_dir, index[position]["file"]) for position in positions]
-           for name, positions in plan["nodes"].items()}
-    batches = batch_count(len(own))
-    if not batches:
-        for name, positions in plan["nodes"].items():
-            yield {"name": name, "actions": [(make_node, [store_dir, name, plan["common"] + positions])],
-                   "file_dep": shared + own[name], "targets": node_scripts(name), "task_dep": ["build_shared"],
-                   "clean": True}
-        return
-    members: dict[int, list[str]] = {}
-    for name in plan["nodes"]:
-        members.setdefault(zlib.crc32(name.encode()) % batches, []).append(name)
-    for number, names in sorted(members.items()):
+    for group, names in plan["groups"].items():
         yield {
-            "name": f"batch-{number:02d}of{batches}",
-            "doc": f"join and validate scripts of {len(names)} nodes",
-            "actions": [(make_nodes, [store_dir, {name: plan["common"] + plan["nodes"][name] for name in names},
-                                      {name: own[name] for name in names}, shared])],
-            "file_dep": shared + [path for name in names for path in own[name]],
+            "name": group,
+            "doc": f"join and validate scripts of {', '.join(names) if len(names) == 1 else f'{len(names)} nodes'}",
+            "actions": [(make_nodes, [store_dir, group, {name: plan["common"] + plan["nodes"][name] for name in names},
+                                      {name: plan["digests"][name] for name in names}])],
+            "file_dep": shared + [group_stamp(group)],
             "targets": [path for name in names for path in node_scripts(name)],
             "task_dep": ["build_shared"], "clean": True,
         }

@@ -232,13 +232,12 @@ def requests_index() -> str:
 def task_certs_requests():
     """Split the site's PKICatalog documents into one request per CA, certificate and key pair."""
     site_store = state_dir(*SITE_STORE)
-    entries = [e for e in store.read_index(site_store, missing_ok=True)
-               if e["schema"] in (PKI_CATALOG, *PKI_SCHEMAS)]
+    present = sorted({e["schema"] for e in store.read_index(site_store, missing_ok=True)} & {PKI_CATALOG, *PKI_SCHEMAS})
     return {
         "actions": [(write_requests, [site_store, pki_dir()])],
-        "file_dep": [os.path.join(site_store, e["file"]) for e in entries],
+        "file_dep": [store.schema_stamp(site_store, schema) for schema in present],
         "targets": [pki_dir(REQUESTS_INDEX)],
-        "uptodate": [config_changed("\n".join(sorted(e["file"] for e in entries)))],
+        "uptodate": [config_changed(" ".join(present))],
     }
 
 

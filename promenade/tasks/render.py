@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from .. import store
 from ..documents import Document, check_envelopes, load_files, site_files
 from ..errors import PromenadeError
+from ..fileio import SECRET_MODE, atomic_write
 from .options import out_dir, site_dir, state_dir
 from .reporting import user_errors
 
@@ -86,10 +88,31 @@ def _as_stored(value):
     return value
 
 
+VALID_FILE = "valid.json"
+
+
+def _remembered_validity() -> None:
+    """Load what both stores' last renders found valid (see :func:`validation.remember_valid`)."""
+    from ..validation import remember_valid
+
+    for store_dir in (state_dir(*SITE_STORE), state_dir(*RENDERED_STORE)):
+        try:
+            with open(os.path.join(store_dir, VALID_FILE), encoding="utf-8") as handle:
+                remember_valid(json.load(handle))
+        except (OSError, ValueError):
+            continue
+
+
 @user_errors
 def _render_store(paths: list[str], strict: bool, target: str) -> None:
+    from ..validation import BUILTIN_SCHEMAS, validity_key
+
+    _remembered_validity()
     docs = _render_valid(_load_files(paths), strict).documents
     store.write_store(target, docs)
+    valid = sorted({validity_key(doc) for doc in docs  # the documents validate() checked, all valid
+                    if doc.schema in BUILTIN_SCHEMAS and isinstance(doc.raw, dict) and not doc.abstract})
+    atomic_write(os.path.join(target, VALID_FILE), json.dumps(valid) + "\n", SECRET_MODE)
     _written[target] = [Document(_as_stored(doc.to_dict()), doc.file, doc.line) for doc in docs]
 
 
