@@ -123,9 +123,12 @@ def load_documents(store_dir: str, schemas: Iterable[str] | None = None) -> list
     """Documents of the store in rendered order; only the given schemas if ``schemas`` is set."""
     wanted = set(schemas) if schemas is not None else None
     index = read_index(store_dir)
-    with open(os.path.join(store_dir, DOCUMENTS), encoding="utf-8") as handle:
-        lines = handle.read().splitlines()
-    if len(lines) != len(index):
+    try:
+        with open(os.path.join(store_dir, DOCUMENTS), encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        lines = None
+    if lines is None or len(lines) != len(index):
         raise PromenadeError(Problem(f"{store_dir} is incomplete (an interrupted render?): run the build again",
                                      file=os.path.join(store_dir, DOCUMENTS)))
     return [Document(load_line(line), entry.get("source"), entry.get("line")) for entry, line in zip(index, lines)

@@ -87,3 +87,13 @@ def test_list_documents_every_task(tmp_path):
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert {"render", "render_final", "validate"} <= {line.split()[0] for line in lines}
     assert all(len(line.split(None, 1)) == 2 for line in lines), lines
+
+
+def test_a_store_without_its_documents_is_rendered_again(site, tmp_path):
+    """A missing documents.jsonl (deleted, or a build directory from an older layout) is a missing
+    target: the render runs again instead of a later task failing to read it."""
+    out = tmp_path / "build"
+    doit("render", site=site, out=out)
+    (out / "state" / "site" / "documents.jsonl").unlink()
+    assert executed(doit("render", site=site, out=out)) == ["render"]
+    assert (out / "state" / "site" / "documents.jsonl").exists()

@@ -182,7 +182,7 @@ def _store_task(inputs: list[str], strict: bool, target: str) -> dict:
     return {
         "actions": [(_render_store, [inputs, strict, target])],
         "file_dep": inputs,
-        "targets": [store.index_path(target)],
+        "targets": [store.index_path(target), os.path.join(target, store.DOCUMENTS)],
         "clean": True,
     }
 
