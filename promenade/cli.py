@@ -87,19 +87,23 @@ def build_all(parser: argparse.ArgumentParser) -> Runner:
 
         config = SiteConfig(render_and_validate(args.files, strict=True).documents)
         workspace = engine.default_workspace()
-        scripts = {"genesis.sh": engine.render_genesis_script(config, workspace=workspace)}
+        written = []
+
+        def write(name: str, script) -> None:  # each script as soon as it is made: they can be 100+ MB
+            atomic_write(os.path.join(args.output_dir, name), script, SECRET_MODE)
+            written.append(name)
+
+        write("genesis.sh", engine.render_script(config, None, workspace=workspace))
         shared = engine.shared_payload(config, "join", workspace) if config.nodes else None
         for name in config.nodes:
-            scripts[f"join-{name}.sh"] = engine.render_join_script(
-                config, name, leave_kubectl=args.leave_kubectl, workspace=workspace, shared=shared)
+            write(f"join-{name}.sh", engine.render_script(config, name, leave_kubectl=args.leave_kubectl,
+                                                          workspace=workspace, shared=shared))
         if args.validators:
-            scripts["validate-genesis.sh"] = engine.render_validate_script(config)
-            scripts["validate-cluster.sh"] = engine.render_validate_script(config, cluster=True)
+            write("validate-genesis.sh", engine.render_validate_script(config))
+            write("validate-cluster.sh", engine.render_validate_script(config, cluster=True))
             for name in config.nodes:
-                scripts[f"validate-{name}.sh"] = engine.render_validate_script(config, name)
-        for name, data in scripts.items():
-            atomic_write(os.path.join(args.output_dir, name), data, SECRET_MODE)
-        print(f"wrote {len(scripts)} scripts to {args.output_dir}", file=sys.stderr)
+                write(f"validate-{name}.sh", engine.render_validate_script(config, name))
+        print(f"wrote {len(written)} scripts to {args.output_dir}", file=sys.stderr)
 
     return run
 

@@ -255,7 +255,7 @@ def _render(template: str, context: dict) -> bytes:
 
 
 def _node_script(view: SiteConfig, node: str | None, payloads: list[Payload], *,
-                 leave_kubectl: bool, blob_url: str | None) -> bytes:
+                 leave_kubectl: bool, blob_url: str | None) -> list[bytes]:
     role = _role(node)
     packages, keys = _packages(view, role)
     name = "genesis.sh" if node is None else f"join-{node}.sh"
@@ -277,7 +277,7 @@ def _node_script(view: SiteConfig, node: str | None, payloads: list[Payload], *,
         metrics_dir=view.get("Genesis", "armada.metrics.output_dir", DEFAULT_METRICS_DIR) if node is None else "",
     )
     text = _render(f"{role}.sh.j2", context)
-    return b"".join([text] + [p.section for p in payloads if p.embedded])
+    return [text] + [p.section for p in payloads if p.embedded]
 
 
 def _config(documents: Iterable[Document] | SiteConfig) -> SiteConfig:
@@ -285,8 +285,10 @@ def _config(documents: Iterable[Document] | SiteConfig) -> SiteConfig:
 
 
 def render_script(documents, node: str | None, *, leave_kubectl: bool = False,
-                  workspace: Workspace | None = None, shared: bytes | None = None) -> bytes:
-    """genesis.sh (``node`` None) or join-<node>.sh; ``shared`` is a prebuilt :func:`shared_payload`."""
+                  workspace: Workspace | None = None, shared: bytes | None = None) -> list[bytes]:
+    """genesis.sh (``node`` None) or join-<node>.sh, as the parts to write one after the other
+    (the embedded shared payload is one object for every script: never copied into each);
+    ``shared`` is a prebuilt :func:`shared_payload`."""
     config = _config(documents)
     workspace = workspace or default_workspace()
     view = config.for_genesis() if node is None else config.for_node(node)
@@ -315,12 +317,13 @@ def _shared(blob: bytes, embedded: bool) -> Payload:
 def render_join_script(documents, node_name: str, *, leave_kubectl: bool = False,
                        workspace: Workspace | None = None, shared: bytes | None = None) -> bytes:
     """``join-<node_name>.sh`` from rendered documents (site + certificates)."""
-    return render_script(documents, node_name, leave_kubectl=leave_kubectl, workspace=workspace, shared=shared)
+    return b"".join(render_script(documents, node_name, leave_kubectl=leave_kubectl, workspace=workspace,
+                                  shared=shared))
 
 
 def render_genesis_script(documents, *, workspace: Workspace | None = None, shared: bytes | None = None) -> bytes:
     """``genesis.sh`` from rendered documents (site + certificates)."""
-    return render_script(documents, None, workspace=workspace, shared=shared)
+    return b"".join(render_script(documents, None, workspace=workspace, shared=shared))
 
 
 def render_validate_script(documents, node_name: str | None = None, *, cluster: bool = False) -> bytes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Sequence
 
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -25,24 +26,43 @@ def ensure_dir(path: str, mode: int = DIR_MODE) -> None:
     os.makedirs(path, mode=mode, exist_ok=True)
 
 
-def atomic_write(path: str, data: bytes | str, mode: int = PUBLIC_MODE) -> bool:
-    """Write ``data`` to ``path`` atomically; return False if the file already held it."""
+def _chunks(data: bytes | str | Sequence[bytes]) -> list[bytes]:
     if isinstance(data, str):
-        data = data.encode("utf-8")
+        return [data.encode("utf-8")]
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return [data]
+    return list(data)
+
+
+def _holds(path: str, chunks: list[bytes]) -> bool:
+    """Whether ``path`` already holds exactly the concatenation of ``chunks``."""
     try:
         with open(path, "rb") as handle:
-            if handle.read() == data:
-                if os.stat(path).st_mode & 0o777 != mode:
-                    os.chmod(path, mode)
+            if os.fstat(handle.fileno()).st_size != sum(map(len, chunks)):
                 return False
+            return all(handle.read(len(chunk)) == chunk for chunk in chunks)
     except FileNotFoundError:
-        pass
+        return False
+
+
+def atomic_write(path: str, data: bytes | str | Sequence[bytes], mode: int = PUBLIC_MODE) -> bool:
+    """Write ``data`` to ``path`` atomically; return False if the file already held it.
+
+    ``data`` may be a sequence of byte strings, written one after the other: a script that embeds
+    a 100 MB shared payload is never assembled in memory.
+    """
+    chunks = _chunks(data)
+    if _holds(path, chunks):
+        if os.stat(path).st_mode & 0o777 != mode:
+            os.chmod(path, mode)
+        return False
     directory = os.path.dirname(path) or "."
     ensure_dir(directory)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -233,7 +233,7 @@ def make_genesis(store_dir: str, positions: list[int]) -> dict:
     targets = script_path("genesis.sh"), script_path("validate-genesis.sh")
     with withdrawn_on_failure(targets):
         config = SiteConfig(_view_documents(store_dir, positions)).for_genesis()
-        script = _engine().render_genesis_script(config, workspace=workspace(), shared=_shared("genesis"))
+        script = _engine().render_script(config, None, workspace=workspace(), shared=_shared("genesis"))
         atomic_write(targets[0], script, SECRET_MODE)
         atomic_write(targets[1], _engine().render_validate_script(config), SECRET_MODE)
     return {"scripts": 2}
@@ -247,7 +247,7 @@ def _build_node(store_dir: str, name: str, positions: list[int]) -> None:
     targets = node_scripts(name)
     with withdrawn_on_failure(targets):
         config = SiteConfig(_view_documents(store_dir, positions)).for_node(name)
-        script = _engine().render_join_script(config, name, workspace=workspace(), shared=_shared("join"))
+        script = _engine().render_script(config, name, workspace=workspace(), shared=_shared("join"))
         atomic_write(targets[0], script, SECRET_MODE)
         atomic_write(targets[1], _engine().render_validate_script(config, name), SECRET_MODE)
 
