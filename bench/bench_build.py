@@ -41,6 +41,10 @@ sys.path.insert(0, HERE)
 
 from sitegen import generate_site  # noqa: E402
 
+# Measure what operators run: Python's default of caching compiled modules (__pycache__), even
+# where the environment turns it off for development.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 DOIT = [os.path.join(REPO, ".venv", "bin", "python"), "-m", "doit", "-f", os.path.join(REPO, "dodo.py")]
 TIMEOUT = 1800
 BIG = 50 * 1024 * 1024

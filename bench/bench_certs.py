@@ -27,6 +27,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from sitegen import generate_site  # noqa: E402
 
+# Measure what operators run: Python's default of caching compiled modules (__pycache__), even
+# where the environment turns it off for development.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 from promenade import pki  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
