@@ -74,6 +74,21 @@ def atomic_write(path: str, data: bytes | str | Sequence[bytes], mode: int = PUB
     return True
 
 
+def atomic_link(source: str, path: str) -> bool:
+    """Make ``path`` a hard link to ``source`` (same content, no second copy on disk), replacing
+    any old ``path`` by a rename; return False if it already was one."""
+    try:
+        if os.path.samefile(source, path):
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    remove_quietly(tmp)
+    os.link(source, tmp)
+    os.replace(tmp, path)
+    return True
+
+
 def remove_quietly(path: str) -> bool:
     """Delete ``path`` if it exists; return whether something was removed."""
     try:

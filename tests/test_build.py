@@ -147,6 +147,8 @@ def fresh(tmp_path):
 
 def test_relabel_rebuilds_only_that_node(fresh):
     site, out = fresh
+    state = out / "state" / "build"  # without encryption the roles share one payload file on disk
+    assert os.path.samefile(state / "shared-genesis.payload", state / "shared-join.payload")
     before = outputs(out)
     _edit(schema_file(site, "promenade/KubernetesNode/v1", "n1"), "    dynamic:\n",
           "    dynamic:\n      - relabelled=true\n")
@@ -277,6 +279,8 @@ def test_encrypted_join_payload_decrypts_with_gpg(fresh, tmp_path):
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
     # Unchanged inputs keep the same ciphertext: a rebuild is a no-op and leaves the bytes alone.
     assert executed(build(site, out, env={"PROMENADE_ENCRYPTION_KEY": key})) == []
+    state = out / "state" / "build"  # only join is encrypted: the roles' shared payloads differ
+    assert not os.path.samefile(state / "shared-genesis.payload", state / "shared-join.payload")
     # A new key re-encrypts every payload.
     proc = build(site, out, env={"PROMENADE_ENCRYPTION_KEY": "another key"})
     assert {"build_node:n1", "build_node:n2", "build_node:n3"} <= set(executed(proc))

@@ -47,7 +47,7 @@ from .. import store
 from ..config import (CERTIFICATE, CERTIFICATE_KEY, ENCRYPTION_KEY_VARIABLE, ENCRYPTION_POLICY, HOST_SYSTEM,
                       NODE, SiteConfig)
 from ..errors import PromenadeError
-from ..fileio import SECRET_MODE, atomic_write, remove_quietly
+from ..fileio import SECRET_MODE, atomic_link, atomic_write, remove_quietly
 from .options import out_dir, state_dir
 from .render import RENDERED_STORE, store_documents
 from .reporting import user_errors
@@ -207,8 +207,15 @@ def make_shared(store_dir: str, role: str, target: str) -> None:
     """Build the shared payload of ``role`` from the HostSystem and EncryptionPolicy documents."""
     docs = [doc for doc in store_documents(store_dir) if doc.schema in SHARED_SCHEMAS]
     payload = _engine().shared_payload(SiteConfig(docs), role, workspace())
-    atomic_write(target, payload, SECRET_MODE)
-    atomic_write(shared_digest_path(role), hashlib.sha256(payload).hexdigest() + "\n")
+    digest = hashlib.sha256(payload).hexdigest()
+    twins = [other for other in ROLES if other != role and os.path.exists(shared_path(other))
+             and os.path.exists(shared_digest_path(other))
+             and _read(shared_digest_path(other)).decode().strip() == digest]
+    if twins:  # the roles share one payload (no encryption): one copy on disk, often 100+ MB
+        atomic_link(shared_path(twins[0]), target)
+    else:
+        atomic_write(target, payload, SECRET_MODE)
+    atomic_write(shared_digest_path(role), digest + "\n")
 
 
 def _read(path: str) -> bytes:
