@@ -200,6 +200,11 @@ def remember_valid(keys: Iterable[str]) -> None:
     _valid.update(keys)
 
 
+def forget_valid() -> None:
+    """Check every document again (what a fresh process does; for measurements and tests)."""
+    _valid.clear()
+
+
 def _builtin_problems(doc: Document) -> list[Problem]:
     """Problems of ``doc`` under its built-in schema; remembered valid documents are not checked
     again (a process renders a site twice, before and after certificates)."""

@@ -215,7 +215,7 @@ def test_remembered_validity_is_keyed_by_schema_data_and_rules():
     try:
         assert validation._builtin_problems(bad) == []
     finally:
-        validation._valid.discard(validation.validity_key(bad))
+        validation.forget_valid()
     assert validation._builtin_problems(bad)
 
 
