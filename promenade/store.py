@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from typing import Iterable
 from urllib.parse import quote
 
@@ -26,6 +27,7 @@ from .fileio import SECRET_MODE, atomic_write, ensure_dir, remove_quietly
 INDEX = "index.json"
 DOCUMENTS = "documents.jsonl"
 SCHEMAS = "schemas"
+LEGACY_DOCS = "docs"  # one file per document in earlier versions (private keys included): removed
 
 
 def _exact_json(data) -> str | None:
@@ -100,6 +102,7 @@ def write_store(store_dir: str, docs: Iterable[Document]) -> list[tuple[str, str
             remove_quietly(os.path.join(stamps, name))
     atomic_write(index_path(store_dir), json.dumps({"documents": entries}, indent=1, sort_keys=True) + "\n",
                  SECRET_MODE)
+    shutil.rmtree(os.path.join(store_dir, LEGACY_DOCS), ignore_errors=True)
     return changed
 
 

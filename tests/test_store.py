@@ -69,8 +69,12 @@ def test_round_trip_keeps_provenance_and_content(tmp_path):
 
 def test_documents_and_schemas_that_left_are_removed(tmp_path):
     target = str(tmp_path / "store")
+    legacy = tmp_path / "store" / "docs" / "deckhand_CertificateKey_v1"  # an earlier version's layout
+    legacy.mkdir(parents=True)
+    (legacy / "kubelet-n1.yaml").write_text("data: key\n")
     docs = parse_stream(SITE, "site.yaml")
     store.write_store(target, docs)
+    assert not (tmp_path / "store" / "docs").exists()
     assert os.path.exists(store.schema_stamp(target, CERT))
     store.write_store(target, docs[:1])
     assert not os.path.exists(store.schema_stamp(target, CERT))
