@@ -200,6 +200,12 @@ def remember_valid(keys: Iterable[str]) -> None:
     _valid.update(keys)
 
 
+def validity_keys(docs: Iterable[Document]) -> list[str]:
+    """The sorted :func:`validity_key` values of the documents :func:`validate` checks against a
+    built-in schema: what a render that passed validation remembers."""
+    return sorted({validity_key(doc) for doc in _checked(docs) if doc.schema in BUILTIN_SCHEMAS})
+
+
 def forget_valid() -> None:
     """Check every document again (what a fresh process does; for measurements and tests)."""
     _valid.clear()
@@ -358,9 +364,14 @@ def _pki_options(docs: list[Document]) -> list[Problem]:
 
 
 # --- entry points -----------------------------------------------------------------------------
+def _checked(docs: Iterable[Document]) -> list[Document]:
+    """The documents validation looks at: concrete mappings (abstract ones only feed layering)."""
+    return [doc for doc in docs if isinstance(doc.raw, dict) and not doc.abstract]
+
+
 def validate(docs: list[Document]) -> list[Problem]:
     """Every problem of the rendered documents, in document order, then the site-wide rules."""
-    docs = [doc for doc in docs if isinstance(doc.raw, dict) and not doc.abstract]
+    docs = _checked(docs)
     problems: list[Problem] = []
     site = _site_schemas(docs, problems)
     for doc in docs:

@@ -105,14 +105,12 @@ def _remembered_validity() -> None:
 
 @user_errors
 def _render_store(paths: list[str], strict: bool, target: str) -> None:
-    from ..validation import BUILTIN_SCHEMAS, validity_key
+    from ..validation import validity_keys
 
     _remembered_validity()
     docs = _render_valid(_load_files(paths), strict).documents
     store.write_store(target, docs)
-    valid = sorted({validity_key(doc) for doc in docs  # the documents validate() checked, all valid
-                    if doc.schema in BUILTIN_SCHEMAS and isinstance(doc.raw, dict) and not doc.abstract})
-    atomic_write(os.path.join(target, VALID_FILE), json.dumps(valid) + "\n", SECRET_MODE)
+    atomic_write(os.path.join(target, VALID_FILE), json.dumps(validity_keys(docs)) + "\n", SECRET_MODE)
     _written[target] = [Document(_as_stored(doc.to_dict()), doc.file, doc.line) for doc in docs]
 
 
