@@ -383,7 +383,7 @@ def task_build_genesis():
 
 
 def batch_count(nodes: int) -> int:
-    """How many ``build_nodes`` batches a site of ``nodes`` nodes gets (0: one task per node)."""
+    """How many ``build_node:batch-*`` tasks a site of ``nodes`` nodes gets (0: one task per node)."""
     chosen = get_var("batches", None)
     if chosen is None:
         return BATCHES if nodes > BATCH_ABOVE else 0

@@ -62,7 +62,7 @@ def _pki():
     return pki
 
 
-def request_digest(request: dict) -> str:
+def _request_digest(request: dict) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
@@ -90,7 +90,7 @@ def write_requests(site_store: str, root: str) -> None:
         wanted_requests.add(path)
         wanted_outputs.add(output)
         items.append({"kind": request["kind"], "name": request["name"], "ca": request.get("ca"),
-                      "request": path, "output": output, "where": where, "sha256": request_digest(request)})
+                      "request": path, "output": output, "where": where, "sha256": _request_digest(request)})
     global _keys
     _keys = pki.KeyPool({_key_name(item): request["algorithm"] for item, request in zip(items, requests)
                          if not request.get("provided") and not _still_current(item)})
@@ -126,7 +126,7 @@ def make_item(item: dict, ca_output: str | None) -> None:
     pki = _pki()
     request = _read_json(item["request"])
     ca = _read_json(ca_output) if ca_output else None
-    digest = request_digest(request)
+    digest = item["sha256"]  # _request_digest of the request file, recorded when it was written
     if os.path.exists(item["output"]):
         previous = _read_json(item["output"])
         if (previous.get("request_sha256") == digest and not previous.get("provided")
