@@ -1,13 +1,18 @@
-"""Per-invocation set-up of the output directory: 0700, a lock, and SIGTERM that keeps progress.
+"""Per-invocation set-up: the output directory (0700, a lock), SIGTERM that keeps progress, and
+a quick exit.
 
 doit writes its state only at the end of a run; turning SIGTERM into KeyboardInterrupt makes a
 terminated build save what it finished. The lock stops two runs from interleaving their writes
-into the same output directory.
+into the same output directory. A doit run is one short-lived process: at exit, the objects it
+made are frozen so that the interpreter's final garbage collection does not walk them all again
+(tens of milliseconds at a thousand nodes; the operating system reclaims the memory anyway).
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
+import gc
 import os
 import signal
 import sys
@@ -32,3 +37,4 @@ def prepare(out: str) -> None:
         sys.exit(f"promenade: another doit run is using {out}/ (lock {out}/.lock); wait for it to finish")
     _held.append(handle)
     signal.signal(signal.SIGTERM, _interrupt)
+    atexit.register(gc.freeze)
