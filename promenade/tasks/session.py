@@ -3,9 +3,10 @@ a quick exit.
 
 doit writes its state only at the end of a run; turning SIGTERM into KeyboardInterrupt makes a
 terminated build save what it finished. The lock stops two runs from interleaving their writes
-into the same output directory. A doit run is one short-lived process: at exit, the objects it
-made are frozen so that the interpreter's final garbage collection does not walk them all again
-(tens of milliseconds at a thousand nodes; the operating system reclaims the memory anyway).
+into the same output directory. A doit run is one short-lived process: the objects of the loaded
+modules are frozen once loaded, and everything is frozen at exit, so that garbage collections
+(the interpreter's final one included) do not walk them again and again; the operating system
+reclaims the memory anyway.
 """
 
 from __future__ import annotations
@@ -37,4 +38,5 @@ def prepare(out: str) -> None:
         sys.exit(f"promenade: another doit run is using {out}/ (lock {out}/.lock); wait for it to finish")
     _held.append(handle)
     signal.signal(signal.SIGTERM, _interrupt)
+    gc.freeze()
     atexit.register(gc.freeze)
