@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .errors import Problem, PromenadeError
 
@@ -24,6 +24,7 @@ class Document:
     raw: Any
     file: str | None = None
     line: int | None = None
+    #: the YAML node (for the lines of paths inside), or a function that gives it on first use
     node: Any = field(default=None, repr=False, compare=False)
 
     # --- envelope accessors -------------------------------------------------------------
@@ -89,6 +90,8 @@ class Document:
         import yaml  # imported on use: a no-op doit run never parses YAML
 
         node = self.node
+        if callable(node):
+            node = self.node = node()
         best = self.line
         for part in path:
             if node is None:
@@ -176,19 +179,36 @@ def parse_stream(text: str, file: str | None = None) -> list[Document]:
     return docs
 
 
-def load_files(paths: Iterable[str]) -> list[Document]:
-    """Load documents from files; syntax errors of all files are reported together."""
+def read_bytes(path: str) -> bytes:
+    """The bytes of one site file; :class:`PromenadeError` naming it if it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise PromenadeError(Problem(f"cannot read file: {exc}", file=path)) from None
+
+
+def parse_bytes(data: bytes, path: str) -> list[Document]:
+    """The documents of one file's bytes (UTF-8 YAML); :class:`PromenadeError` naming the file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PromenadeError(Problem(f"cannot read file: {exc}", file=path)) from None
+    return parse_stream(text, path)
+
+
+def read_file(path: str) -> list[Document]:
+    """The documents of one file."""
+    return parse_bytes(read_bytes(path), path)
+
+
+def load_files(paths: Iterable[str], read: Callable[[str], list[Document]] = read_file) -> list[Document]:
+    """Load documents from files (each with ``read``); problems of all files are reported together."""
     docs: list[Document] = []
     problems: list[Problem] = []
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(f"cannot read file: {exc}", file=path))
-            continue
-        try:
-            docs.extend(parse_stream(text, path))
+            docs.extend(read(path))
         except PromenadeError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -30,29 +30,33 @@ SCHEMAS = "schemas"
 LEGACY_DOCS = "docs"  # one file per document in earlier versions (private keys included): removed
 
 
-def _exact_json(data) -> str | None:
-    """Compact, sorted JSON of ``data`` if JSON holds it exactly (the round trip tells), else None."""
+def _exact_json(data, sort_keys: bool) -> tuple[str, object] | None:
+    """Compact JSON of ``data`` and the value it loads back as, if JSON holds ``data`` exactly
+    (the round trip tells), else None."""
     try:
-        text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        if json.loads(text) == data:
-            return text
+        text = json.dumps(data, sort_keys=sort_keys, ensure_ascii=False, separators=(",", ":"))
+        loaded = json.loads(text)
+        if loaded == data:
+            return text, loaded
     except (TypeError, ValueError):
         pass
     return None
 
 
-def dump_line(data) -> str:
-    """One line of ``documents.jsonl``."""
-    text = _exact_json(data)
-    if text is not None:
-        return '{"document":' + text + "}"
+def encode(data, sort_keys: bool = True) -> tuple[str, object]:
+    """One line of ``documents.jsonl`` (mappings in key order unless ``sort_keys`` is False) and
+    the value :func:`load_line` gives back for it."""
+    exact = _exact_json(data, sort_keys)
+    if exact is not None:
+        text, loaded = exact
+        return '{"document":' + text + "}", loaded
     from .yamlio import dump_yaml  # the rare case: loading PyYAML costs every doit run
 
-    return json.dumps({"yaml": dump_yaml(data)}, sort_keys=True, ensure_ascii=False)
+    return json.dumps({"yaml": dump_yaml(data)}, sort_keys=True, ensure_ascii=False), data
 
 
 def load_line(line: str):
-    """Inverse of :func:`dump_line`."""
+    """The document of a line of ``documents.jsonl`` (see :func:`encode`)."""
     record = json.loads(line)
     if "document" in record:
         return record["document"]
@@ -70,26 +74,24 @@ def schema_stamp(store_dir: str, schema: str) -> str:
     return os.path.join(store_dir, SCHEMAS, quote(schema.replace("/", "_"), safe="-_.") + ".sha256")
 
 
-def write_store(store_dir: str, docs: Iterable[Document]) -> list[tuple[str, str]]:
+def write_store(store_dir: str, docs: Iterable[Document]) -> list[Document]:
     """Write the documents, the index and the schema digests.
 
-    Returns the (schema, name) of every document that is new or changed.
+    Returns the documents as stored: what :func:`load_documents` gives back.
     """
     ensure_dir(store_dir)
-    before = {(e["schema"], e["name"]): e.get("sha256") for e in read_index(store_dir, missing_ok=True)}
-    entries, lines, changed, by_schema = [], [], [], {}
+    entries, lines, stored, by_schema = [], [], [], {}
     for doc in docs:
         key = (doc.schema, doc.name)
         if key in by_schema.get(doc.schema, {}):  # rendering guarantees uniqueness of (schema, name)
             raise PromenadeError(doc.problem("two rendered documents share this schema and name"))
-        line = dump_line(doc.to_dict())
+        line, value = encode(doc.to_dict())
         digest = hashlib.sha256(line.encode("utf-8")).hexdigest()
         lines.append(line)
+        stored.append(Document(value, doc.file, doc.line))
         entries.append({"schema": doc.schema, "name": doc.name, "source": doc.file, "line": doc.line,
                         "sha256": digest})
         by_schema.setdefault(doc.schema, {})[key] = digest
-        if before.get(key) != digest:
-            changed.append(key)
     atomic_write(os.path.join(store_dir, DOCUMENTS), "".join(line + "\n" for line in lines), SECRET_MODE)
     wanted = set()
     for schema, digests in by_schema.items():
@@ -100,10 +102,10 @@ def write_store(store_dir: str, docs: Iterable[Document]) -> list[tuple[str, str
     for name in os.listdir(stamps) if os.path.isdir(stamps) else []:
         if os.path.join(stamps, name) not in wanted:
             remove_quietly(os.path.join(stamps, name))
-    atomic_write(index_path(store_dir), json.dumps({"documents": entries}, indent=1, sort_keys=True) + "\n",
-                 SECRET_MODE)
+    index = ",\n".join(json.dumps(entry, sort_keys=True) for entry in entries)  # one entry per line
+    atomic_write(index_path(store_dir), '{"documents": [\n' + index + "\n]}\n", SECRET_MODE)
     shutil.rmtree(os.path.join(store_dir, LEGACY_DOCS), ignore_errors=True)
-    return changed
+    return stored
 
 
 def read_index(store_dir: str, missing_ok: bool = False) -> list[dict]:

@@ -38,20 +38,28 @@ NODE = "promenade/KubernetesNode/v1"
 CERT = "deckhand/Certificate/v1"
 
 
+def digests(target):
+    return {(entry["schema"], entry["name"]): entry["sha256"] for entry in store.read_index(target)}
+
+
 def test_only_what_changed_is_rewritten(tmp_path):
     target = str(tmp_path / "store")
     docs = parse_stream(SITE, "site.yaml")
-    assert len(store.write_store(target, docs)) == 3
-    before = snapshot(target)
+    stored = store.write_store(target, docs)
+    assert [d.to_dict() for d in stored] == [d.to_dict() for d in store.load_documents(target)]
+    assert [(d.file, d.line) for d in stored] == [("site.yaml", 1), ("site.yaml", 5), ("site.yaml", 9)]
+    before, old = snapshot(target), digests(target)
     docs[1].raw["data"]["ip"] = "192.168.77.99"
-    assert store.write_store(target, docs) == [(NODE, "n2")]
+    store.write_store(target, docs)
+    new = digests(target)
+    assert [key for key in new if new[key] != old[key]] == [(NODE, "n2")]
     after = snapshot(target)
     differing = sorted(k for k in after if after[k] != before[k])
     assert differing == ["documents.jsonl", "index.json", "schemas/promenade_KubernetesNode_v1.sha256"]
     line = after["documents.jsonl"][1].decode().splitlines()[1]
-    digests = {entry["name"]: entry["sha256"] for entry in store.read_index(target)}
-    assert digests["n2"] == hashlib.sha256(line.encode()).hexdigest()
-    assert store.write_store(target, docs) == [] and snapshot(target) == after
+    assert new[(NODE, "n2")] == hashlib.sha256(line.encode()).hexdigest()
+    store.write_store(target, docs)
+    assert snapshot(target) == after
 
 
 def test_round_trip_keeps_provenance_and_content(tmp_path):

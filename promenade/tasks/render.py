@@ -17,11 +17,13 @@ from .. import store
 from ..documents import Document, check_envelopes, load_files, site_files
 from ..errors import PromenadeError
 from ..fileio import SECRET_MODE, atomic_write
+from ..parsecache import ParseCache
 from .options import out_dir, site_dir, state_dir
 from .reporting import user_errors
 
 SITE_STORE = ("site",)
 RENDERED_STORE = ("rendered",)
+PARSED = ("parsed",)
 
 
 def certificates_file() -> str:
@@ -29,32 +31,16 @@ def certificates_file() -> str:
     return os.path.join(out_dir(), "certificates.yaml")
 
 
-_parsed: dict[str, tuple[tuple, list[Document]]] = {}  # file -> (stat signature, its documents)
+_caches: dict[str, ParseCache] = {}  # cache directory -> its cache (one per output directory)
 
 
 def _load_files(paths: list[str]) -> list[Document]:
-    """:func:`load_files`, parsing each unchanged file once per process (``render`` and
-    ``render_final`` read the same site files; rendering never modifies its input)."""
-    docs, problems = [], []
-    for path in paths:
-        try:
-            info = os.stat(path)
-            signature = (info.st_mtime_ns, info.st_size, info.st_ino)
-        except OSError:
-            signature = None
-        cached = _parsed.get(path)
-        if signature is None or cached is None or cached[0] != signature:
-            try:
-                cached = (signature, load_files([path]))
-            except PromenadeError as exc:
-                problems.extend(exc.problems)
-                continue
-            if signature is not None:
-                _parsed[path] = cached
-        docs.extend(cached[1])
-    if problems:
-        raise PromenadeError(problems)
-    return docs
+    """:func:`load_files` through the parse cache of ``state/parsed/``: an unchanged file is
+    parsed once, then read back as JSON (``render`` and ``render_final`` read the same files)."""
+    directory = state_dir(*PARSED)
+    cache = _caches.setdefault(directory, ParseCache(directory))
+    cache.prune(sorted(set(paths) | {certificates_file()}))
+    return load_files(paths, cache.read)
 
 
 def render_and_validate(paths: list[str], strict: bool):
@@ -76,17 +62,7 @@ def _render_valid(docs: list[Document], strict: bool):
     return result
 
 
-_written: dict[str, list[Document]] = {}  # store directory -> documents this process wrote there
-
-
-def _as_stored(value):
-    """``value`` with every mapping's keys sorted, as the store's files hold it."""
-    if isinstance(value, dict):
-        return {key: _as_stored(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [_as_stored(item) for item in value]
-    return value
-
+_written: dict[str, list[Document]] = {}  # store directory -> its documents, as this process wrote or read them
 
 VALID_FILE = "valid.json"
 
@@ -109,9 +85,8 @@ def _render_store(paths: list[str], strict: bool, target: str) -> None:
 
     _remembered_validity()
     docs = _render_valid(_load_files(paths), strict).documents
-    store.write_store(target, docs)
+    _written[target] = store.write_store(target, docs)
     atomic_write(os.path.join(target, VALID_FILE), json.dumps(validity_keys(docs)) + "\n", SECRET_MODE)
-    _written[target] = [Document(_as_stored(doc.to_dict()), doc.file, doc.line) for doc in docs]
 
 
 def store_documents(store_dir: str) -> list[Document]:
