@@ -10,6 +10,9 @@
   fails when anything is expired.
 * ``certs_renew name=X`` (or ``name=all``): drops the chosen outputs, then runs ``certs``, which
   re-issues them with the same subject and SANs (and a renewed CA's certificates with it).
+* ``certs_uptodate``: what ``render_final`` waits for. It has ``certs`` as its *setup*, so doit
+  looks at the (thousands of) certificate tasks only when the PKI requests or
+  ``certificates.yaml`` changed, not whenever a site file did.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ from ..config import PKI_CATALOG, PKI_SCHEMAS
 from ..errors import PromenadeError
 from ..fileio import SECRET_MODE, atomic_write, remove_quietly
 from .options import state_dir
-from .render import SITE_STORE, certificates_file
+from .render import SITE_STORE, certificates_file, certificates_unchanged
 from .reporting import user_errors
 
-__all__ = ["task_certs_requests", "task_certs", "task_certs_check", "task_certs_renew"]
+__all__ = ["task_certs_requests", "task_certs", "task_certs_uptodate", "task_certs_check", "task_certs_renew"]
 
 REQUESTS_INDEX = "requests.json"
 
@@ -253,6 +256,13 @@ def task_certs():
                "file_dep": [item["request"]] + ([ca_output] if ca_output else []), "targets": [item["output"]]}
     yield {"name": "assemble", "actions": [(assemble, [index, certificates_file()])],
            "file_dep": [item["output"] for item in items], "targets": [certificates_file()]}
+
+
+@create_after(executed="certs_requests")
+def task_certs_uptodate():
+    """certificates.yaml matches the PKI requests (runs `certs` only when they or it changed)."""
+    return {"actions": [], "file_dep": [requests_index()],
+            "uptodate": [(certificates_unchanged, [certificates_file()])], "setup": ["certs"]}
 
 
 def task_certs_check():

@@ -15,6 +15,7 @@ from doit.exceptions import TaskFailed
 
 from .options import out_dir
 from .reporting import user_errors
+from .session import collect_garbage
 
 SCENARIOS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "gates")
 
@@ -24,6 +25,7 @@ def _gate(name: str, out: str, provider: str, hosts: str | None):
     from ..gates.provider import GateError
     from ..gates.scenario import run_gate
 
+    collect_garbage()
     try:
         report = run_gate(name, out, provider, hosts)
     except GateError as exc:

@@ -2,9 +2,8 @@
 
 * ``render``: the site alone, lenient (certificates may not exist yet) → ``state/site/``.
 * ``render_final``: the site plus ``certificates.yaml``, strict → ``state/rendered/``,
-  which every per-node task reads. Its inputs are the site files, the PKI request index and
-  ``certificates.yaml``; the ``certs`` family is its *setup*, so doit looks at the (thousands
-  of) certificate tasks only when one of those inputs changed.
+  which every per-node task reads. Its inputs are the site files and ``certificates.yaml``,
+  which ``certs_uptodate`` (in the certs family) keeps current.
 * ``validate``: render + validate in memory and print a one-line summary; writes nothing.
 """
 
@@ -184,13 +183,11 @@ def certificates_unchanged(task, values, path: str) -> bool:
 
 def task_render_final():
     """Render the site with its certificates (strict) into state/rendered/."""
-    from .certs import requests_index  # the certs family reads the site store this family writes
-
     def build(files):
         task = _store_task(files + [certificates_file()], True, state_dir(*RENDERED_STORE))
-        task["file_dep"] = files + [requests_index()]
+        task["file_dep"] = files
         task["uptodate"] = [(certificates_unchanged, [certificates_file()])]
-        task["setup"] = ["certs"]
+        task["task_dep"] = ["certs_uptodate"]
         return task
     return _site_task(task_render_final, build)
 
