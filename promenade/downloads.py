@@ -21,8 +21,6 @@ import shutil
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 from .errors import PromenadeError
 from .fileio import atomic_write, ensure_dir
@@ -86,6 +84,9 @@ class Cache:
         """Download ``url`` into the cache (bounded retries); return the content digest."""
         if offline():
             raise DownloadError(f"not in the download cache and {OFFLINE_VARIABLE} is set")
+        import urllib.error  # imported on use: most builds find everything in the cache
+        import urllib.request
+
         ensure_dir(os.path.join(self.directory, "tmp"))
         last = None
         for attempt in range(self.retries + 1):
