@@ -10,7 +10,7 @@ certificates and builds every script. Each figure is the median wall time of ``-
   200, 1000; tiny payload).
 * ``noop``: ``doit build`` again at N = 1000, paired run by run with a floor: a Python process
   that stats every input (site files, build state) and every output.
-* ``relabel``: N = 50, one worker's labels change between runs.
+* ``relabel``: N = 50 (and 1000), one worker's labels change between runs.
 * ``50MiB N``: N = 10 / 50 with two 50 MiB HostSystem files (seeded base64 text, as in the
   original's measurements) served from a loopback HTTP server; full build, then the same in
   by-reference mode (join scripts fetch the shared payload instead of embedding it).
@@ -154,18 +154,19 @@ def bench_noop(site: str, out: str, runs: int, budget: Budget) -> None:
 
 
 def bench_relabel(root: str, runs: int, budget: Budget) -> None:
-    base = os.path.join(root, "relabel")
-    site = prepare(50, base)
-    out = os.path.join(base, "out")
-    certified_output(site, out)
-    doit("build", site=site, out=out)
-    times = []
-    for run in range(runs):
-        budget.check()
-        prepare(50, base, labels={7: ("node-type=worker", f"relabel={run}")})
-        times.append(doit("build", site=site, out=out))
-    report("relabel N=50", times)
-    shutil.rmtree(base)
+    for n in (50, 1000):
+        base = os.path.join(root, f"relabel-{n}")
+        site = prepare(n, base)
+        out = os.path.join(base, "out")
+        certified_output(site, out)
+        doit("build", site=site, out=out)
+        times = []
+        for run in range(runs):
+            budget.check()
+            prepare(n, base, labels={7: ("node-type=worker", f"relabel={run}")})
+            times.append(doit("build", site=site, out=out))
+        report(f"relabel N={n}", times)
+        shutil.rmtree(base)
 
 
 class Files(http.server.BaseHTTPRequestHandler):

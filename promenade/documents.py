@@ -188,13 +188,17 @@ def read_bytes(path: str) -> bytes:
         raise PromenadeError(Problem(f"cannot read file: {exc}", file=path)) from None
 
 
-def parse_bytes(data: bytes, path: str) -> list[Document]:
-    """The documents of one file's bytes (UTF-8 YAML); :class:`PromenadeError` naming the file."""
+def decode(data: bytes, path: str) -> str:
+    """The text of a file's bytes (UTF-8); :class:`PromenadeError` naming the file."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PromenadeError(Problem(f"cannot read file: {exc}", file=path)) from None
-    return parse_stream(text, path)
+
+
+def parse_bytes(data: bytes, path: str) -> list[Document]:
+    """The documents of one file's bytes (UTF-8 YAML); :class:`PromenadeError` naming the file."""
+    return parse_stream(decode(data, path), path)
 
 
 def read_file(path: str) -> list[Document]:

@@ -90,3 +90,60 @@ def test_syntax_errors_are_not_cached(tmp_path):
         ParseCache(str(tmp_path / "cache")).read(str(site))
     assert raised.value.problems[0].file == str(site)
     assert not (tmp_path / "cache").exists()
+
+
+def nodes(count, ip_of=lambda i: f"10.0.0.{i}"):
+    return "".join(f"---\nschema: promenade/KubernetesNode/v1\nmetadata: {{name: n{i}}}\n"
+                   f"data:\n  hostname: n{i}\n  ip: {ip_of(i)}\n" for i in range(count))
+
+
+def parsed_texts(monkeypatch):
+    texts = []
+    real = parsecache.parse_stream
+
+    def spy(text, path=None):
+        texts.append(text)
+        return real(text, path)
+    monkeypatch.setattr(parsecache, "parse_stream", spy)
+    return texts
+
+
+def test_one_changed_document_is_the_only_one_parsed(tmp_path, monkeypatch):
+    site = tmp_path / "nodes.yaml"
+    site.write_text(nodes(12))
+    ParseCache(str(tmp_path / "cache")).read(str(site))
+    grown = nodes(12).replace("  ip: 10.0.0.3\n", "  ip: 10.0.0.33\n  labels:\n    extra: 'yes'\n")
+    site.write_text(grown)
+    texts = parsed_texts(monkeypatch)
+    docs = ParseCache(str(tmp_path / "cache")).read(str(site))
+    assert len(texts) == 1 and texts[0].strip().endswith("extra: 'yes'") and "n4" not in texts[0]
+    assert docs == read_file(str(site))  # same documents and first lines (n4 onwards moved down)
+    assert docs[5].line_of(["data", "ip"]) == read_file(str(site))[5].line_of(["data", "ip"])
+    assert ParseCache(str(tmp_path / "cache")).read(str(site)) == docs and len(texts) == 1
+
+
+def test_many_changes_duplicates_and_directives_parse_the_whole_file(tmp_path, monkeypatch):
+    site = tmp_path / "nodes.yaml"
+    site.write_text(nodes(8))
+    ParseCache(str(tmp_path / "cache")).read(str(site))
+    texts = parsed_texts(monkeypatch)
+    site.write_text(nodes(8, ip_of=lambda i: f"10.0.1.{i}"))
+    assert [d.data["ip"] for d in ParseCache(str(tmp_path / "cache")).read(str(site))][-1] == "10.0.1.7"
+    assert len(texts) == 1 and texts[0] == site.read_text()
+    twice = nodes(8, ip_of=lambda i: f"10.0.1.{i}") + nodes(1, ip_of=lambda i: "10.0.1.0")
+    site.write_text(twice)  # the last document repeats the first one's text
+    assert ParseCache(str(tmp_path / "cache")).read(str(site)) == read_file(str(site))
+    site.write_text("%YAML 1.1\n" + twice.replace("---", "---", 1) + "...\n")
+    assert ParseCache(str(tmp_path / "cache")).read(str(site)) == read_file(str(site))
+
+
+def test_a_syntax_error_in_a_changed_document_reads_as_without_the_cache(tmp_path):
+    site = tmp_path / "nodes.yaml"
+    site.write_text(nodes(8))
+    ParseCache(str(tmp_path / "cache")).read(str(site))
+    site.write_text(nodes(8).replace("  ip: 10.0.0.5\n", "  ip: [10.0.0.5\n"))
+    with pytest.raises(PromenadeError) as cached:
+        ParseCache(str(tmp_path / "cache")).read(str(site))
+    with pytest.raises(PromenadeError) as plain:
+        read_file(str(site))
+    assert cached.value.report() == plain.value.report()
