@@ -17,6 +17,12 @@ certificates and builds every script. Each figure is the median wall time of ``-
 
 Usage: ``.venv/bin/python bench/bench_build.py [--runs 3] [--only full,noop,relabel,50mib]``.
 Every doit run has a timeout, and the whole benchmark stops after ``--budget`` seconds.
+
+Sites and outputs go below ``build/`` of this checkout (``--dir``), on the filesystem where
+``doit build`` writes by default: a build creates a file per script, and creating a file can
+cost very different amounts on different filesystems (seen on one machine: 1.1 ms in any
+directory below ``/tmp``, 0.02 ms elsewhere on the same ext4 volume, which made a full build at
+N = 200 a quarter slower).
 """
 
 from __future__ import annotations
@@ -71,15 +77,16 @@ class Budget:
 CPU: list[float] = []  # CPU seconds (user + system) of every timed doit process, in order
 
 
-def doit(*args: str, site: str, out: str) -> float:
-    """Run one doit command; return its wall time (its CPU time is appended to ``CPU``)."""
+def doit(*args: str, site: str, out: str, timed: bool = True) -> float:
+    """Run one doit command; return its wall time (a timed run's CPU time is appended to ``CPU``)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(DOIT + list(args) + [f"site={site}", f"out={out}"], cwd=REPO, capture_output=True,
                           text=True, timeout=TIMEOUT)
     elapsed = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    if timed:
+        CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"doit {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return elapsed
@@ -102,7 +109,7 @@ def certified_output(site: str, out: str) -> None:
     The original's build-all takes certificates as input too. ``doit certs`` never renders the
     site with its certificates, so the timed build still renders it once, as build-all does.
     """
-    doit("certs", site=site, out=out)
+    doit("certs", site=site, out=out, timed=False)
 
 
 def full_build(site: str, root: str, runs: int, budget: Budget, *extra: str) -> tuple[list[float], str]:
@@ -159,7 +166,7 @@ def bench_relabel(root: str, runs: int, budget: Budget) -> None:
         site = prepare(n, base)
         out = os.path.join(base, "out")
         certified_output(site, out)
-        doit("build", site=site, out=out)
+        doit("build", site=site, out=out, timed=False)
         times = []
         for run in range(runs):
             budget.check()
@@ -224,10 +231,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="full,relabel,50mib", help="comma-separated: full (with noop), relabel, 50mib")
     parser.add_argument("--budget", type=float, default=3600, help="stop after this many seconds")
-    parser.add_argument("--dir", default=None, help="scratch directory (default: a new temporary one)")
+    parser.add_argument("--dir", default=os.path.join(REPO, "build"),
+                        help="where the scratch directory goes (default: build/ of this checkout, where "
+                             "`doit build` writes; see the module docstring)")
     args = parser.parse_args()
     budget = Budget(args.budget)
-    root = tempfile.mkdtemp(prefix="promenade-bench-", dir=args.dir)
+    os.makedirs(args.dir, mode=0o700, exist_ok=True)
+    root = tempfile.mkdtemp(prefix=".bench-", dir=args.dir)  # a dot directory: `doit serve` never serves it
     wanted = set(args.only.split(","))
     try:
         if "full" in wanted:
