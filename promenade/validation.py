@@ -24,7 +24,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.validators import validator_for
 from jsonschema_specifications import REGISTRY as METASCHEMAS
 from referencing import Registry, Resource
-from referencing.exceptions import NoSuchResource, Unresolvable
+from referencing.exceptions import Unresolvable
 
 from .documents import Document
 from .errors import Problem, PromenadeError
@@ -73,24 +73,22 @@ def _is_cidr(value: Any) -> bool:
 
 
 # --- compiled validators ----------------------------------------------------------------------
-def _schema_file(uri: str) -> Resource:
-    """A schema file of ``promenade/schemas/``, parsed when a validator first needs it."""
-    path = SCHEMA_DIR / uri
-    if path.parent != SCHEMA_DIR or not path.is_file():
-        raise NoSuchResource(ref=uri)
-    with open(path, encoding="utf-8") as handle:
-        return Resource.from_contents(yaml.load(handle, Loader=_SCHEMA_LOADER))
-
-
-_REGISTRY = Registry(retrieve=_schema_file)  # every schema file, addressable as ``<file>.yaml``
+@functools.cache
+def _registry() -> Registry:
+    """Every schema file, addressable as ``<file>.yaml`` from ``$ref``."""
+    resources = []
+    for path in sorted(SCHEMA_DIR.glob("*.yaml")):
+        with open(path, encoding="utf-8") as handle:
+            resources.append((path.name, Resource.from_contents(yaml.load(handle, Loader=_SCHEMA_LOADER))))
+    return Registry().with_resources(resources)
 
 
 @functools.cache
 def builtin_validator(schema: str):
     """The compiled validator for a built-in document schema (e.g. ``promenade/Genesis/v1``)."""
-    retrieved = _REGISTRY.get_or_retrieve(f"{BUILTIN_SCHEMAS[schema]}.yaml")
-    contents = retrieved.value.contents
-    return validator_for(contents)(contents, registry=retrieved.registry, format_checker=FORMATS)
+    contents = _registry().contents(f"{BUILTIN_SCHEMAS[schema]}.yaml")
+    cls = validator_for(contents)
+    return cls(contents, registry=_registry(), format_checker=FORMATS)
 
 
 @functools.cache
