@@ -9,7 +9,8 @@ certificates and builds every script. Each figure is the median wall time of ``-
 * ``full N``: ``doit build`` from an output directory holding only the certificates (N = 10,
   200, 1000; tiny payload).
 * ``noop``: ``doit build`` again at N = 1000, paired run by run with a floor: a Python process
-  that stats every input (site files, build state) and every output.
+  that stats every input (site files, build state) and every output; and with doit's own cost,
+  a dodo holding one up-to-date task.
 * ``relabel``: N = 50 (and 1000), one worker's labels change between runs.
 * ``50MiB N``: N = 10 / 50 with two 50 MiB HostSystem files (seeded base64 text, as in the
   original's measurements) served from a loopback HTTP server; full build, then the same in
@@ -146,18 +147,39 @@ def bench_full(root: str, runs: int, budget: Budget) -> None:
         shutil.rmtree(base)
 
 
+ONE_TASK_DODO = """
+DOIT_CONFIG = {"backend": "sqlite3", "dep_file": ".doit.db", "verbosity": 0}
+
+
+def task_one():
+    return {"actions": ["true"], "file_dep": [__file__]}
+"""
+
+
 def bench_noop(site: str, out: str, runs: int, budget: Budget) -> None:
+    """The no-op next to two floors, run by run: the stat loop, and doit itself (a dodo with one
+    up-to-date task: interpreter, doit and its database, nothing of Promenade)."""
     python = DOIT[0]
-    noop, floor = [], []
+    scratch = tempfile.mkdtemp(prefix="one-task-", dir=os.path.dirname(out))
+    with open(os.path.join(scratch, "dodo.py"), "w", encoding="utf-8") as handle:
+        handle.write(ONE_TASK_DODO)
+    one_task = [python, "-m", "doit", "-f", os.path.join(scratch, "dodo.py")]
+    subprocess.run(one_task, cwd=scratch, check=True, capture_output=True, timeout=TIMEOUT)
+    noop, floor, bare = [], [], []
     for _ in range(runs):
         budget.check()
         noop.append(doit("build", site=site, out=out))
         started = time.perf_counter()
         subprocess.run([python, "-c", FLOOR, site, out], check=True, timeout=TIMEOUT)
         floor.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        subprocess.run(one_task, cwd=scratch, check=True, capture_output=True, timeout=TIMEOUT)
+        bare.append(time.perf_counter() - started)
     ratios = [a / b for a, b in zip(noop, floor)]
     report("no-op N=1000", noop, f"  floor median {statistics.median(floor):.3f} s, "
-                                 f"ratio median {statistics.median(ratios):.1f}x")
+                                 f"ratio median {statistics.median(ratios):.1f}x; one-task doit median "
+                                 f"{statistics.median(bare):.3f} s")
+    shutil.rmtree(scratch)
 
 
 def bench_relabel(root: str, runs: int, budget: Budget) -> None:
