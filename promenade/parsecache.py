@@ -150,9 +150,9 @@ class ParseCache:
         try:
             with open(self.entry(path), encoding="utf-8") as handle:
                 header = json.loads(handle.readline())
+                if header.get("format") != FORMAT or header.get("path") != os.path.abspath(path):
+                    return None
                 raws = [load_line(line) for line in handle]
-            if header.get("format") != FORMAT or header.get("path") != os.path.abspath(path):
-                return None
             places = header["documents"]
             if len(places) != len(raws):
                 return None
