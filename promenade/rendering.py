@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
-import jsonschema
-
 from .documents import Document, check_envelopes
 from .errors import Problem, PromenadeError
 from .paths import MISSING, PathError, clone, delete_path, get_path, parse_path, set_path
+from .schemacheck import SchemaCheck
 
 LAYERING_POLICY = "deckhand/LayeringPolicy/v1"
 DOCUMENT_METADATA = "metadata/Document/v1"
@@ -117,10 +116,9 @@ _POLICY_DATA = {
     "properties": {"layerOrder": {"type": "array", "items": _STRING}},
     "additionalProperties": False,
 }
-_Validator = jsonschema.Draft202012Validator
-_DOCUMENT_CHECK = _Validator(_DOCUMENT_METADATA)
-_CONTROL_CHECK = _Validator(_CONTROL_METADATA)
-_POLICY_CHECK = _Validator(_POLICY_DATA)
+_DOCUMENT_CHECK = SchemaCheck(_DOCUMENT_METADATA)
+_CONTROL_CHECK = SchemaCheck(_CONTROL_METADATA)
+_POLICY_CHECK = SchemaCheck(_POLICY_DATA)
 
 _LAYER_PATH = ("metadata", "layeringDefinition", "layer")
 _SELECTOR_PATH = ("metadata", "layeringDefinition", "parentSelector")
@@ -247,7 +245,7 @@ class _Renderer:
                 continue
             check = _CONTROL_CHECK if doc.is_control else _DOCUMENT_CHECK
             errors = [doc.problem(error.message, ["metadata", *error.absolute_path])
-                      for error in check.iter_errors(doc.metadata)]
+                      for error in check.errors(doc.metadata)]
             self.problems.extend(errors)
             if not errors and shape is not None:
                 valid_shapes.add(shape)
@@ -261,7 +259,7 @@ class _Renderer:
         for extra in policies[1:]:
             self._warn(extra, f"only the first LayeringPolicy {_where(policy)} is used; this one "
                               "is ignored")
-        errors = list(_POLICY_CHECK.iter_errors(policy.data))
+        errors = _POLICY_CHECK.errors(policy.data)
         for error in errors:
             self.problems.append(policy.problem(error.message, ["data", *error.absolute_path]))
         if not errors:

@@ -5,7 +5,8 @@ are checked against the schemas in ``promenade/schemas/`` (strict: unknown keys 
 Documents whose schema is named by a ``deckhand/DataSchema/v1`` document of the site are also
 checked against that document's data. Design rules then check what a schema cannot: exactly one
 of each site-wide kind, unique nodes, and consistent address ranges. Each validator is compiled
-once per process and reused.
+once per process and reused. Built-in schemas are checked in two steps (:mod:`.schemacheck`):
+jsonschema-rs decides, python-jsonschema explains what it rejects.
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator
-
-import yaml
-from jsonschema import Draft4Validator, Draft202012Validator, FormatChecker
-from jsonschema.exceptions import SchemaError, ValidationError
-from jsonschema.validators import validator_for
-from jsonschema_specifications import REGISTRY as METASCHEMAS
-from referencing import Registry, Resource
-from referencing.exceptions import Unresolvable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from urllib.parse import unquote, urlsplit
 
 from .documents import Document
 from .errors import Problem, PromenadeError
+from .schemacheck import SchemaCheck
+from .yamlio import load_yaml
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+    from referencing import Registry
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 DATA_SCHEMA = "deckhand/DataSchema/v1"
@@ -57,11 +57,6 @@ _FORMAT_NAMES = {"ipv4": "an IPv4 address such as 192.168.0.10",
                  "ipv6": "an IPv6 address",
                  "cidr": "a CIDR network such as 10.96.0.0/16 (no host bits set)"}
 
-_SCHEMA_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
-FORMATS = FormatChecker(Draft202012Validator.FORMAT_CHECKER.checkers)
-
-
-@FORMATS.checks("cidr", raises=ValueError)
 def _is_cidr(value: Any) -> bool:
     """An IPv4 or IPv6 network with an explicit prefix length and no host bits set."""
     if not isinstance(value, str):
@@ -72,23 +67,78 @@ def _is_cidr(value: Any) -> bool:
     return True
 
 
+def _is_ipv4(value: Any) -> bool:
+    """A dotted-quad IPv4 address (what python-jsonschema's ``ipv4`` accepts)."""
+    if isinstance(value, str):
+        ipaddress.IPv4Address(value)
+    return True
+
+
+def _conforms(check) -> Any:
+    def conforms(value: str) -> bool:
+        try:
+            return check(value)
+        except ValueError:
+            return False
+    return conforms
+
+
+#: the formats the built-in schemas use, as the compiled validator checks them
+COMPILED_FORMATS = {"ipv4": _conforms(_is_ipv4), "cidr": _conforms(_is_cidr)}
+
+
+@functools.cache
+def formats():
+    """The reference validator's format checker: the standard formats plus ``cidr``."""
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    checker = FormatChecker(Draft202012Validator.FORMAT_CHECKER.checkers)
+    checker.checks("cidr", raises=ValueError)(_is_cidr)
+    return checker
+
+
 # --- compiled validators ----------------------------------------------------------------------
+@functools.cache
+def _schema_file(name: str) -> dict:
+    """The contents of ``promenade/schemas/<name>`` (read once, shared by both validators)."""
+    with open(SCHEMA_DIR / name, encoding="utf-8") as handle:
+        return load_yaml(handle.read())
+
+
+def _retrieve(uri: str) -> dict:
+    """``$ref`` targets for the compiled validator: built-in schema files only, nothing fetched."""
+    path = Path(unquote(urlsplit(uri).path))
+    if path.parent != SCHEMA_DIR or not path.is_file():
+        raise ValueError(f"{uri} is not a built-in schema file")
+    return _schema_file(path.name)
+
+
 @functools.cache
 def _registry() -> Registry:
     """Every schema file, addressable as ``<file>.yaml`` from ``$ref``."""
-    resources = []
-    for path in sorted(SCHEMA_DIR.glob("*.yaml")):
-        with open(path, encoding="utf-8") as handle:
-            resources.append((path.name, Resource.from_contents(yaml.load(handle, Loader=_SCHEMA_LOADER))))
-    return Registry().with_resources(resources)
+    from referencing import Registry, Resource
+
+    return Registry().with_resources(
+        (path.name, Resource.from_contents(_schema_file(path.name))) for path in sorted(SCHEMA_DIR.glob("*.yaml")))
 
 
 @functools.cache
 def builtin_validator(schema: str):
-    """The compiled validator for a built-in document schema (e.g. ``promenade/Genesis/v1``)."""
-    contents = _registry().contents(f"{BUILTIN_SCHEMAS[schema]}.yaml")
+    """The reference validator for a built-in document schema (e.g. ``promenade/Genesis/v1``)."""
+    from jsonschema.validators import validator_for
+
+    contents = _schema_file(f"{BUILTIN_SCHEMAS[schema]}.yaml")
     cls = validator_for(contents)
-    return cls(contents, registry=_registry(), format_checker=FORMATS)
+    return cls(contents, registry=_registry(), format_checker=formats())
+
+
+@functools.cache
+def builtin_check(schema: str) -> SchemaCheck:
+    """The two-step check (:mod:`promenade.schemacheck`) of a built-in document schema."""
+    name = f"{BUILTIN_SCHEMAS[schema]}.yaml"
+    return SchemaCheck(_schema_file(name), functools.partial(builtin_validator, schema),
+                       base_uri=(SCHEMA_DIR / name).as_uri(), retriever=_retrieve,
+                       validate_formats=True, formats=COMPILED_FORMATS)
 
 
 @functools.cache
@@ -98,10 +148,14 @@ def _site_validator(schema_json: str):
     Schemas without ``$schema`` are read as draft-04, like Deckhand does. ``$ref`` resolves
     within the schema and to the standard metaschemas only: nothing is ever fetched.
     """
+    from jsonschema import Draft4Validator
+    from jsonschema.validators import validator_for
+    from jsonschema_specifications import REGISTRY as METASCHEMAS
+
     schema = json.loads(schema_json)
     cls = validator_for(schema, default=Draft4Validator)
     cls.check_schema(schema)
-    return cls(schema, registry=METASCHEMAS, format_checker=FORMATS)
+    return cls(schema, registry=METASCHEMAS, format_checker=formats())
 
 
 # --- jsonschema errors -> problems ------------------------------------------------------------
@@ -111,6 +165,8 @@ def _show(value: Any) -> str:
 
 
 def _type_name(value: Any) -> str:
+    from jsonschema import Draft202012Validator
+
     for kind in ("null", "boolean", "integer", "number", "string", "array", "object"):
         if Draft202012Validator.TYPE_CHECKER.is_type(value, kind):
             return _TYPE_NAMES[kind]
@@ -217,15 +273,15 @@ def _builtin_problems(doc: Document) -> list[Problem]:
     key = validity_key(doc)
     if key in _valid:
         return []
-    problems = _schema_problems(doc, builtin_validator(doc.schema), _reveal(doc))
+    problems = _schema_problems(doc, builtin_check(doc.schema).errors(doc.data), _reveal(doc))
     if not problems:
         _valid.add(key)
     return problems
 
 
-def _schema_problems(doc: Document, validator, reveal: bool) -> list[Problem]:
+def _schema_problems(doc: Document, errors: Iterable[ValidationError], reveal: bool) -> list[Problem]:
     problems = []
-    for error in validator.iter_errors(doc.data):
+    for error in errors:
         for path, message in _describe(error, reveal):
             problems.append(doc.problem(message, ["data", *path]))
     return problems
@@ -254,6 +310,8 @@ def _site_schemas(docs: list[Document], problems: list[Problem]) -> dict[str, An
             problems.append(doc.problem(f"expected a JSON schema mapping, got {_type_name(doc.data)}",
                                         ["data"]))
             continue
+        from jsonschema.exceptions import SchemaError
+
         try:
             validators[doc.name] = _site_validator(json.dumps(doc.data, sort_keys=True))
         except SchemaError as exc:
@@ -265,8 +323,10 @@ def _site_schemas(docs: list[Document], problems: list[Problem]) -> dict[str, An
 
 
 def _site_schema_problems(doc: Document, validator) -> list[Problem]:
+    from referencing.exceptions import Unresolvable
+
     try:
-        return _schema_problems(doc, validator, _reveal(doc))
+        return _schema_problems(doc, validator.iter_errors(doc.data), _reveal(doc))
     except Unresolvable as exc:
         return [doc.problem(f"the site DataSchema for {doc.schema} has an unresolvable $ref: "
                             f"{exc}", ["data"])]
