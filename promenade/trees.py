@@ -25,13 +25,12 @@ import shlex
 from dataclasses import dataclass
 
 import jinja2
-import yaml
 
 from . import charts
 from .config import GENESIS, HOST_SYSTEM, SiteConfig
 from .errors import Problem, PromenadeError
 from .rendering import _deep_merge
-from .yamlio import dump_yaml
+from .yamlio import dump_yaml, load_yaml
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES_DIR = os.path.join(REPO_DIR, "templates")
@@ -116,7 +115,7 @@ def environment() -> jinja2.Environment:
 @functools.lru_cache(maxsize=None)
 def _modes() -> tuple[tuple[str, int], ...]:
     with open(MODES_FILE, encoding="utf-8") as handle:
-        rules = yaml.safe_load(handle)
+        rules = load_yaml(handle.read())
     return tuple((rule["glob"], int(rule["mode"])) for rule in rules)
 
 

@@ -1,1 +1,1 @@
-"""doit task families; each module exports ``task_*`` generators that ``dodo.py`` re-exports."""
+"""doit task families; ``dodo.py`` declares each task in one line that calls its module here."""

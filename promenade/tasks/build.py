@@ -39,7 +39,7 @@ import os
 import time
 import zlib
 
-from doit import create_after, get_var
+from doit import get_var
 from doit.reporter import ConsoleReporter
 from doit.tools import config_changed
 
@@ -51,9 +51,6 @@ from ..fileio import SECRET_MODE, atomic_link, atomic_write, remove_quietly
 from .options import out_dir, state_dir
 from .render import RENDERED_STORE, store_documents
 from .reporting import user_errors
-
-__all__ = ["task_build_plan", "task_build_shared", "task_build_genesis", "task_build_node",
-           "task_build_cluster", "task_build_prune", "task_build", "BuildReporter"]
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATES_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "templates")  # promenade.trees.TEMPLATES_DIR
@@ -101,9 +98,12 @@ def script_path(name: str) -> str:
 
 
 def template_files() -> list[str]:
-    """Every role and script template (they shape every script)."""
-    return sorted(path for path in glob.glob(os.path.join(TEMPLATES_DIR, "**", "*"), recursive=True)
-                  if os.path.isfile(path))
+    """Every role and script template (they shape every script); hidden files excepted."""
+    found = []
+    for folder, dirs, files in os.walk(TEMPLATES_DIR):
+        dirs[:] = [name for name in dirs if not name.startswith(".")]
+        found += [os.path.join(folder, name) for name in files if not name.startswith(".")]
+    return sorted(found)
 
 
 def _engine():
@@ -247,7 +247,9 @@ def make_genesis(store_dir: str, positions: list[int]) -> dict:
 
 
 def node_scripts(name: str) -> list[str]:
-    return [script_path(f"join-{name}.sh"), script_path(f"validate-{name}.sh")]
+    """A node's two scripts (called for every node whenever the tasks are created: kept cheap)."""
+    prefix = os.path.join(out_dir(), "")
+    return [f"{prefix}join-{name}.sh", f"{prefix}validate-{name}.sh"]
 
 
 def _build_node(store_dir: str, name: str, positions: list[int]) -> None:
@@ -337,9 +339,8 @@ def _plan() -> dict:
         return {"shared": [], "common": [], "nodes": {}, "groups": {}, "digests": {}}
 
 
-@create_after(executed="render_final")
-def task_build_plan():
-    """Split the rendered site into shared documents and what each node owns."""
+def plan_task() -> dict:
+    """``build_plan``."""
     store_dir = rendered_dir()
     extra = template_files() + ENGINE_SOURCES
     return {
@@ -352,9 +353,8 @@ def task_build_plan():
     }
 
 
-@create_after(executed="build_plan")
-def task_build_shared():
-    """Compress (and encrypt) once the payload every script of a role shares."""
+def shared_tasks():
+    """``build_shared:<role>``."""
     store_dir = rendered_dir()
     plan = _plan()
     for role in ROLES:
@@ -368,9 +368,8 @@ def task_build_shared():
         }
 
 
-@create_after(executed="build_plan")
-def task_build_genesis():
-    """Write genesis.sh and validate-genesis.sh."""
+def genesis_task() -> dict:
+    """``build_genesis``."""
     store_dir = rendered_dir()
     common = _plan()["common"]
     return {
@@ -392,9 +391,8 @@ def batch_count(nodes: int) -> int:
     return int(chosen)
 
 
-@create_after(executed="build_plan")
-def task_build_node():
-    """Write join-<node>.sh and validate-<node>.sh: one task per KubernetesNode (batches on big sites)."""
+def node_tasks():
+    """``build_node:<name>`` or ``build_node:batch-<k>of<n>``."""
     store_dir = rendered_dir()
     plan = _plan()
     shared = [stamp_path(), shared_digest_path("join")]
@@ -410,9 +408,8 @@ def task_build_node():
         }
 
 
-@create_after(executed="build_plan")
-def task_build_cluster():
-    """Write validate-cluster.sh."""
+def cluster_task() -> dict:
+    """``build_cluster``."""
     return {
         "actions": [(make_cluster, [rendered_dir(), _plan()["common"]])],
         "file_dep": [stamp_path()],
@@ -421,16 +418,15 @@ def task_build_cluster():
     }
 
 
-@create_after(executed="build_plan")
-def task_build_prune():
-    """Remove the scripts of nodes that left the site."""
+def prune_task() -> dict:
+    """``build_prune``."""
     expected = sorted(["validate-genesis.sh", "validate-cluster.sh"]
                       + [f"{kind}-{name}.sh" for name in _plan()["nodes"] for kind in ("join", "validate")])
     return {"actions": [(prune, [expected])], "uptodate": [config_changed({"expected": expected})]}
 
 
-def task_build():
-    """Build every script: genesis.sh, join-<node>.sh, validate-*.sh (the default task)."""
+def build_task() -> dict:
+    """``build``: every script."""
     return {"actions": None,
             "task_dep": ["build_genesis", "build_node", "build_cluster", "build_prune"]}
 

@@ -23,7 +23,7 @@ import os
 import sys
 from urllib.parse import quote
 
-from doit import create_after, get_var
+from doit import get_var
 from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
@@ -34,8 +34,6 @@ from ..fileio import SECRET_MODE, atomic_write, remove_quietly
 from .options import state_dir
 from .render import SITE_STORE, certificates_file, certificates_unchanged
 from .reporting import user_errors
-
-__all__ = ["task_certs_requests", "task_certs", "task_certs_uptodate", "task_certs_check", "task_certs_renew"]
 
 REQUESTS_INDEX = "requests.json"
 
@@ -231,9 +229,8 @@ def requests_index() -> str:
 
 # --- tasks ----------------------------------------------------------------------------------
 
-@create_after(executed="render")
-def task_certs_requests():
-    """Split the site's PKICatalog documents into one request per CA, certificate and key pair."""
+def requests_task() -> dict:
+    """``certs_requests``: one request file per CA, certificate and key pair."""
     site_store = state_dir(*SITE_STORE)
     present = sorted({e["schema"] for e in store.read_index(site_store, missing_ok=True)} & {PKI_CATALOG, *PKI_SCHEMAS})
     return {
@@ -244,9 +241,8 @@ def task_certs_requests():
     }
 
 
-@create_after(executed="certs_requests")
-def task_certs():
-    """Generate the cluster PKI (CAs, certificates, key pairs) into certificates.yaml."""
+def certs_tasks():
+    """``certs``: one task per CA, certificate and key pair, then ``assemble``."""
     index = pki_dir(REQUESTS_INDEX)
     items = _read_json(index)["items"] if os.path.exists(index) else []  # none yet for `doit list`
     ca_outputs = {item["name"]: item["output"] for item in items if item["kind"] == "ca"}
@@ -258,24 +254,23 @@ def task_certs():
            "file_dep": [item["output"] for item in items], "targets": [certificates_file()]}
 
 
-@create_after(executed="certs_requests")
-def task_certs_uptodate():
-    """certificates.yaml matches the PKI requests (runs `certs` only when they or it changed)."""
+def uptodate_task() -> dict:
+    """``certs_uptodate``: runs ``certs`` (its setup) only when the requests or certificates.yaml changed."""
     return {"actions": [], "file_dep": [requests_index()],
             "uptodate": [(certificates_unchanged, [certificates_file()])], "setup": ["certs"]}
 
 
-def task_certs_check():
-    """Expiry report of every CA and certificate (format=json, warn=DAYS); fails if any expired."""
+def check_task() -> dict:
+    """``certs_check``: the expiry report."""
     return {"actions": [(check, [pki_dir(REQUESTS_INDEX), get_var("format", "table"),
                                  get_var("warn", None)])],
             "task_dep": ["certs_requests"], "uptodate": [False], "verbosity": 2}
 
 
-def task_certs_renew():
-    """Re-issue certificates: name=NAME[,NAME] (a CA re-issues its leaves too) or name=all."""
+def renew_tasks(doc: str):
+    """``certs_renew`` (documented by ``doc``) and the hidden task that drops what it re-issues."""
     yield {"basename": "_certs_renew_forget", "doc": "drop what certs_renew re-issues",
            "actions": [(forget_for_renewal, [pki_dir(REQUESTS_INDEX), get_var("name", "")])],
            "task_dep": ["certs_requests"], "uptodate": [False], "verbosity": 2}
-    yield {"basename": "certs_renew", "doc": task_certs_renew.__doc__, "actions": None,
+    yield {"basename": "certs_renew", "doc": doc, "actions": None,
            "task_dep": ["_certs_renew_forget", "certs"]}

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import os
 
-from doit import create_after
-
 from .options import out_dir
-
-__all__ = ["task_charts"]
 
 
 def charts_out() -> str:
@@ -33,9 +29,8 @@ def _assemble(destination: str) -> None:
     _charts().bundle(destination)
 
 
-@create_after()  # created only when selected: listing every chart file is wasted work for other commands
-def task_charts():
-    """Assemble the Helm charts with their anchor programs into <out>/charts/."""
+def charts_task() -> dict:
+    """``charts``."""
     layout = {os.path.join(charts_out(), relative): source for relative, source in _charts().assembled_sources().items()}
     return {
         "actions": [(_assemble, [charts_out()])],

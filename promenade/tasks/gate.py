@@ -48,8 +48,8 @@ def scenario_names() -> list[str]:
     return sorted(entry[:-5] for entry in os.listdir(SCENARIOS_DIR) if entry.endswith(".yaml"))
 
 
-def task_gate():
-    """Gate scenarios on sandbox nodes (or real machines with provider=ssh hosts=FILE)."""
+def gate_tasks():
+    """``gate:<scenario>`` and ``gate:clean``."""
     provider = get_var("provider", "sandbox")
     hosts = get_var("hosts", None)
     for name in scenario_names():

@@ -48,7 +48,7 @@ def render_and_validate(paths: list[str], strict: bool):
 
 
 def _render_valid(docs: list[Document], strict: bool):
-    from ..rendering import render  # imported here: a no-op build never renders (jsonschema is slow to import)
+    from ..rendering import render  # imported here: a no-op build never renders
     from ..validation import validate
 
     problems = check_envelopes(docs)
@@ -139,15 +139,13 @@ def _site_files_or_failure():
     return files, None
 
 
-def _site_task(creator, build) -> dict:
-    """The task of ``creator`` (doc from its docstring) built by ``build(files)`` from the site's
-    files, or a failing task that reports why the site cannot be read."""
+def _site_task(build) -> dict:
+    """The task ``build(files)`` makes from the site's files, or a failing task that reports why
+    the site cannot be read."""
     files, error = _site_files_or_failure()
-    doc = creator.__doc__.splitlines()[0]
     if error:
-        return {"basename": creator.__name__[len("task_"):], "doc": doc, "actions": [(_report, [error])],
-                "uptodate": [False]}
-    return {"doc": doc, **build(files)}
+        return {"actions": [(_report, [error])], "uptodate": [False]}
+    return build(files)
 
 
 def _store_task(inputs: list[str], strict: bool, target: str) -> dict:
@@ -159,9 +157,9 @@ def _store_task(inputs: list[str], strict: bool, target: str) -> dict:
     }
 
 
-def task_render():
-    """Render and validate the site (lenient: certificates may be missing) into state/site/."""
-    return _site_task(task_render, lambda files: _store_task(files, False, state_dir(*SITE_STORE)))
+def render_task() -> dict:
+    """``render``: the site alone, lenient."""
+    return _site_task(lambda files: _store_task(files, False, state_dir(*SITE_STORE)))
 
 
 def _signature(path: str) -> str | None:
@@ -181,18 +179,18 @@ def certificates_unchanged(task, values, path: str) -> bool:
     return current is not None and values.get("certificates") == current
 
 
-def task_render_final():
-    """Render the site with its certificates (strict) into state/rendered/."""
+def render_final_task() -> dict:
+    """``render_final``: the site with its certificates, strict."""
     def build(files):
         task = _store_task(files + [certificates_file()], True, state_dir(*RENDERED_STORE))
         task["file_dep"] = files
         task["uptodate"] = [(certificates_unchanged, [certificates_file()])]
         task["task_dep"] = ["certs_uptodate"]
         return task
-    return _site_task(task_render_final, build)
+    return _site_task(build)
 
 
-def task_validate():
-    """Render and validate the site in memory; print a one-line summary or every problem."""
-    return _site_task(task_validate, lambda files: {
+def validate_task() -> dict:
+    """``validate``: render and validate in memory, report."""
+    return _site_task(lambda files: {
         "actions": [(_validate, [site_dir(), files])], "uptodate": [False], "verbosity": 2})

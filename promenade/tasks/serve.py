@@ -27,8 +27,8 @@ def _write_tokens(site_store: str) -> None:
     print(f"{path}: provisioner token and {len(nodes)} node token{'s' if len(nodes) != 1 else ''} (0600)")
 
 
-def task_tokens():
-    """Write tokens.yaml: the provisioner token and one download token per node."""
+def tokens_task() -> dict:
+    """``tokens``."""
     site_store = state_dir(*SITE_STORE)
     return {
         "actions": [(_write_tokens, [site_store])],
@@ -46,8 +46,8 @@ def _serve(argv: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "promenade.server", *argv])
 
 
-def task_serve():
-    """Serve the build directory and the join-scripts API over HTTP(S) until SIGTERM."""
+def serve_task() -> dict:
+    """``serve``: execs the server with the command line's options."""
     argv = ["--host", get_var("host", "127.0.0.1"), "--port", get_var("port", "9000"), "--out", out_dir(),
             "--workers", get_var("workers", "1"), "--insecure", get_var("insecure", "false")]
     for root in [site_dir()] + [path for path in get_var("designs", "").split(",") if path]:
