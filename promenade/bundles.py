@@ -15,7 +15,6 @@ unchanged payload reuses the same ciphertext bytes.
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import functools
 import gzip
 import hashlib
@@ -135,6 +134,8 @@ def gzip_bytes(data: bytes) -> bytes:
     """
     if len(data) <= GZIP_CHUNK:
         return gzip.compress(data, compresslevel=COMPRESS_LEVEL, mtime=0)
+    import concurrent.futures  # imported for big payloads only: a one-node rebuild never needs threads
+
     view = memoryview(data)
     chunks = [view[start:start + GZIP_CHUNK] for start in range(0, len(data), GZIP_CHUNK)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:

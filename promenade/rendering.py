@@ -17,6 +17,7 @@ all of them are raised together as one :class:`~promenade.errors.PromenadeError`
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -130,7 +131,14 @@ class Rendered:
     """The result of :func:`render`."""
 
     documents: list[Document]
-    warnings: list[Problem] = field(default_factory=list)
+    pending_warnings: list[tuple[Document, str, tuple]] = field(default_factory=list, repr=False)
+
+    @functools.cached_property
+    def warnings(self) -> list[Problem]:
+        """Warnings, located when first asked for: finding a line can mean parsing its file again
+        (see :mod:`.parsecache`), and a build that only stores the result never asks."""
+        return _by_location([doc.problem(message, path, severity="warning")
+                             for doc, message, path in self.pending_warnings])
 
 
 def render(docs: list[Document], strict: bool = True) -> Rendered:
@@ -194,7 +202,7 @@ class _Renderer:
         self.docs = docs
         self.strict = strict
         self.problems: list[Problem] = []
-        self.warnings: list[Problem] = []
+        self.warnings: list[tuple[Document, str, tuple]] = []  # located only if asked for (Rendered.warnings)
         self.layer_index: dict[str, int] = {}
         self.layered: list[int] = []   # documents that take part in layering
         self.parent: dict[int, int] = {}
@@ -220,14 +228,14 @@ class _Renderer:
         for index in self._dependency_order():
             self._render_one(index)
         self._fail_if(self.problems)
-        return Rendered(self._output(), _by_location(self.warnings))
+        return Rendered(self._output(), self.warnings)
 
     def _fail_if(self, problems: list[Problem]) -> None:
         if problems:
             raise PromenadeError(_by_location(problems))
 
     def _warn(self, doc: Document, message: str, path=()) -> None:
-        self.warnings.append(doc.problem(message, path, severity="warning"))
+        self.warnings.append((doc, message, tuple(path)))
 
     def _fail_or_warn(self, doc: Document, message: str, path) -> None:
         """A problem in strict mode, a warning in lenient mode."""

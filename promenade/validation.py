@@ -256,26 +256,22 @@ def remember_valid(keys: Iterable[str]) -> None:
     _valid.update(keys)
 
 
-def validity_keys(docs: Iterable[Document]) -> list[str]:
-    """The sorted :func:`validity_key` values of the documents :func:`validate` checks against a
-    built-in schema: what a render that passed validation remembers."""
-    return sorted({validity_key(doc) for doc in _checked(docs) if doc.schema in BUILTIN_SCHEMAS})
-
-
 def forget_valid() -> None:
     """Check every document again (what a fresh process does; for measurements and tests)."""
     _valid.clear()
 
 
-def _builtin_problems(doc: Document) -> list[Problem]:
+def _builtin_problems(doc: Document, valid_keys: set[str] | None = None) -> list[Problem]:
     """Problems of ``doc`` under its built-in schema; remembered valid documents are not checked
-    again (a process renders a site twice, before and after certificates)."""
+    again (a process renders a site twice, before and after certificates). The key of a valid
+    document is added to ``valid_keys``."""
     key = validity_key(doc)
-    if key in _valid:
-        return []
-    problems = _schema_problems(doc, builtin_check(doc.schema).errors(doc.data), _reveal(doc))
+    problems = [] if key in _valid else _schema_problems(doc, builtin_check(doc.schema).errors(doc.data),
+                                                         _reveal(doc))
     if not problems:
         _valid.add(key)
+        if valid_keys is not None:
+            valid_keys.add(key)
     return problems
 
 
@@ -429,15 +425,19 @@ def _checked(docs: Iterable[Document]) -> list[Document]:
     return [doc for doc in docs if isinstance(doc.raw, dict) and not doc.abstract]
 
 
-def validate(docs: list[Document]) -> list[Problem]:
-    """Every problem of the rendered documents, in document order, then the site-wide rules."""
+def validate(docs: list[Document], valid_keys: set[str] | None = None) -> list[Problem]:
+    """Every problem of the rendered documents, in document order, then the site-wide rules.
+
+    ``valid_keys`` receives the :func:`validity_key` of each document its built-in schema
+    accepts: what a render that passed validation remembers (:func:`remember_valid`).
+    """
     docs = _checked(docs)
     problems: list[Problem] = []
     site = _site_schemas(docs, problems)
     for doc in docs:
         found = []
         if doc.schema in BUILTIN_SCHEMAS:
-            found += _builtin_problems(doc)
+            found += _builtin_problems(doc, valid_keys)
         elif (doc.schema or "").startswith("promenade/") and doc.schema not in site:
             kinds = ", ".join(s for s in BUILTIN_SCHEMAS if s.startswith("promenade/"))
             found.append(doc.problem(f"unknown document kind {doc.schema!r}; expected one of: "

@@ -49,7 +49,7 @@ from ..config import (CERTIFICATE, CERTIFICATE_KEY, ENCRYPTION_KEY_VARIABLE, ENC
 from ..errors import PromenadeError
 from ..fileio import SECRET_MODE, atomic_link, atomic_write, remove_quietly
 from .options import out_dir, state_dir
-from .render import RENDERED_STORE, store_documents
+from .render import RENDERED_STORE, file_signature, store_documents
 from .reporting import user_errors
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -330,13 +330,21 @@ def prune(expected: list[str]) -> dict:
 
 
 # --- tasks --------------------------------------------------------------------------------------
+_plans: dict[str, tuple[str | None, dict]] = {}  # plan.json -> (its file_signature, its contents)
+
+
 def _plan() -> dict:
-    """The build plan; empty before the first render (``doit list`` creates tasks without running any)."""
-    try:
-        with open(plan_path(), encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        return {"shared": [], "common": [], "nodes": {}, "groups": {}, "digests": {}}
+    """The build plan (read once per version: five task families read it); empty before the
+    first render (``doit list`` creates tasks without running any)."""
+    path = plan_path()
+    signature = file_signature(path)
+    if path not in _plans or _plans[path][0] != signature:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                _plans[path] = (signature, json.load(handle))
+        except FileNotFoundError:
+            _plans[path] = (None, {"shared": [], "common": [], "nodes": {}, "groups": {}, "digests": {}})
+    return _plans[path][1]
 
 
 def plan_task() -> dict:

@@ -47,7 +47,7 @@ def render_and_validate(paths: list[str], strict: bool):
     return _render_valid(load_files(paths), strict)
 
 
-def _render_valid(docs: list[Document], strict: bool):
+def _render_valid(docs: list[Document], strict: bool, valid_keys: set[str] | None = None):
     from ..rendering import render  # imported here: a no-op build never renders
     from ..validation import validate
 
@@ -55,7 +55,7 @@ def _render_valid(docs: list[Document], strict: bool):
     if problems:
         raise PromenadeError(problems)
     result = render(docs, strict=strict)
-    problems = validate(result.documents)
+    problems = validate(result.documents, valid_keys)
     if problems:
         raise PromenadeError(problems)
     return result
@@ -80,12 +80,11 @@ def _remembered_validity() -> None:
 
 @user_errors
 def _render_store(paths: list[str], strict: bool, target: str) -> None:
-    from ..validation import validity_keys
-
     _remembered_validity()
-    docs = _render_valid(_load_files(paths), strict).documents
+    valid_keys: set[str] = set()
+    docs = _render_valid(_load_files(paths), strict, valid_keys).documents
     _written[target] = store.write_store(target, docs)
-    atomic_write(os.path.join(target, VALID_FILE), json.dumps(validity_keys(docs)) + "\n", SECRET_MODE)
+    atomic_write(os.path.join(target, VALID_FILE), json.dumps(sorted(valid_keys)) + "\n", SECRET_MODE)
 
 
 def store_documents(store_dir: str) -> list[Document]:
@@ -162,7 +161,8 @@ def render_task() -> dict:
     return _site_task(lambda files: _store_task(files, False, state_dir(*SITE_STORE)))
 
 
-def _signature(path: str) -> str | None:
+def file_signature(path: str) -> str | None:
+    """Modification time, size and inode of ``path`` (None if missing): every write is a rename."""
     try:
         info = os.stat(path)
     except OSError:
@@ -174,8 +174,8 @@ def certificates_unchanged(task, values, path: str) -> bool:
     """uptodate check: ``path`` is the file the last successful run read (a new file is a new
     inode: every write is a rename). Not a ``file_dep``: that would make every certificate task
     a dependency to check on each run."""
-    task.value_savers.append(lambda: {"certificates": _signature(path)})
-    current = _signature(path)
+    task.value_savers.append(lambda: {"certificates": file_signature(path)})
+    current = file_signature(path)
     return current is not None and values.get("certificates") == current
 
 
