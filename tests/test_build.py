@@ -395,6 +395,7 @@ def test_reporter_shows_one_status_line_on_a_terminal():
             self.name, self.values, self.actions, self.task_dep = name, values or {}, [object()], []
             node = name.partition(":")[2]
             self.targets = [f"join-{node}.sh", f"validate-{node}.sh"] if node else []
+            self.meta = {"scripts": len(self.targets)} if node else None  # as build.node_tasks() sets it
 
         def title(self):
             return self.name

@@ -60,7 +60,7 @@ NODE_OWNED_SCHEMAS = (CERTIFICATE, CERTIFICATE_KEY)
 SHARED_SCHEMAS = (HOST_SYSTEM, ENCRYPTION_POLICY)  # what the shared payloads are made from
 ROLES = ("genesis", "join")
 BATCH_ABOVE = 100
-BATCHES = 64
+BATCHES = 16
 
 
 def rendered_dir() -> str:
@@ -246,9 +246,9 @@ def make_genesis(store_dir: str, positions: list[int]) -> dict:
     return {"scripts": 2}
 
 
-def node_scripts(name: str) -> list[str]:
-    """A node's two scripts (called for every node whenever the tasks are created: kept cheap)."""
-    prefix = os.path.join(out_dir(), "")
+def node_scripts(name: str, prefix: str | None = None) -> list[str]:
+    """A node's two scripts. ``prefix`` is ``script_path("")``, from callers that list thousands."""
+    prefix = prefix or script_path("")
     return [f"{prefix}join-{name}.sh", f"{prefix}validate-{name}.sh"]
 
 
@@ -385,7 +385,7 @@ def genesis_task() -> dict:
         "file_dep": [stamp_path(), shared_digest_path("genesis")],
         "task_dep": ["build_shared"],
         "targets": [script_path("genesis.sh"), script_path("validate-genesis.sh")],
-        "clean": True,
+        "clean": True, "meta": {"scripts": 2},
     }
 
 
@@ -404,6 +404,7 @@ def node_tasks():
     store_dir = rendered_dir()
     plan = _plan()
     shared = [stamp_path(), shared_digest_path("join")]
+    prefix = script_path("")
     for group, names in plan["groups"].items():
         yield {
             "name": group,
@@ -411,8 +412,8 @@ def node_tasks():
             "actions": [(make_nodes, [store_dir, group, {name: plan["common"] + plan["nodes"][name] for name in names},
                                       {name: plan["digests"][name] for name in names}])],
             "file_dep": shared + [group_stamp(group)],
-            "targets": [path for name in names for path in node_scripts(name)],
-            "task_dep": ["build_shared"], "clean": True,
+            "targets": [path for name in names for path in node_scripts(name, prefix)],
+            "task_dep": ["build_shared"], "clean": True, "meta": {"scripts": 2 * len(names)},
         }
 
 
@@ -422,7 +423,7 @@ def cluster_task() -> dict:
         "actions": [(make_cluster, [rendered_dir(), _plan()["common"]])],
         "file_dep": [stamp_path()],
         "targets": [script_path("validate-cluster.sh")],
-        "clean": True,
+        "clean": True, "meta": {"scripts": 1},
     }
 
 
@@ -499,8 +500,7 @@ class BuildReporter(ConsoleReporter):
         super().add_failure(task, fail)
 
     def skip_uptodate(self, task):
-        if task.name.startswith("build"):
-            self.uptodate += sum(target.endswith(".sh") for target in task.targets)
+        self.uptodate += (task.meta or {}).get("scripts", 0)
         self._step(task)
 
     def skip_ignore(self, task):
