@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import Problem, PromenadeError
 from .fileio import SECRET_MODE, atomic_write
@@ -24,9 +24,8 @@ NODE = "node"
 PROVISIONER = "provisioner"
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Who a valid token speaks for."""
+class Identity(NamedTuple):
+    """Who a valid token speaks for (a named tuple: cheap to define for every doit run)."""
 
     kind: str
     name: str = ""

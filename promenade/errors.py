@@ -7,12 +7,12 @@ one :class:`PromenadeError`, which the CLI and doit tasks print without a traceb
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the input."""
+class Problem(NamedTuple):
+    """One thing wrong with the input (a named tuple: every doit run defines it, and a frozen
+    dataclass costs four times as much to define)."""
 
     message: str
     file: str | None = None

@@ -132,7 +132,7 @@ class Design:
 
     def relabel(self, problems: list[Problem]) -> list[Problem]:
         """Point problems in fetched copies at the design_ref the user gave."""
-        return [dataclasses.replace(p, file=self.labels.get(p.file, p.file)) for p in problems]
+        return [p._replace(file=self.labels.get(p.file, p.file)) for p in problems]
 
 
 class Designs:

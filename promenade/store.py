@@ -108,18 +108,12 @@ def write_store(store_dir: str, docs: Iterable[Document]) -> list[Document]:
     return stored
 
 
-def read_index(store_dir: str, missing_ok: bool = False) -> list[dict]:
-    """Entries of the store's index, in rendered order.
-
-    ``missing_ok`` gives ``[]`` for a store not rendered yet: task creators run without
-    executing anything for ``doit list`` / ``doit info``, before any store exists.
-    """
+def read_index(store_dir: str) -> list[dict]:
+    """Entries of the store's index, in rendered order."""
     try:
         with open(index_path(store_dir), encoding="utf-8") as handle:
             return json.load(handle)["documents"]
     except FileNotFoundError:
-        if missing_ok:
-            return []
         raise PromenadeError(Problem(f"{store_dir} has not been rendered yet (run `doit render`)",
                                      file=index_path(store_dir))) from None
 
