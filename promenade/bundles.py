@@ -33,6 +33,8 @@ from .fileio import SECRET_MODE, atomic_write
 DEFAULT_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the usual reproducible-build floor
 DIR_MODE = 0o755
 COMPRESS_LEVEL = 6
+#: per-node payloads (tens of KiB, one per node and build): a third of level 6's time, a tenth bigger
+NODE_LEVEL = 1
 GZIP_CHUNK = 8 << 20  # payloads above 8 MiB are compressed in parallel chunks of this size
 GZIP_SAMPLE = 256 << 10  # how much of a chunk decides its compression strategy
 GPG_TIMEOUT = 600
@@ -111,7 +113,7 @@ def _sample_size(sample: bytes, level: int, strategy: int) -> int:
     return len(compressor.compress(sample) + compressor.flush())
 
 
-def _gzip_member(chunk: bytes) -> bytes:
+def _gzip_member(level: int, chunk: bytes) -> bytes:
     """One gzip member (zero mtime) of ``chunk``.
 
     When a sample shows that string matching gains nothing (random bytes, base64 text),
@@ -121,30 +123,30 @@ def _gzip_member(chunk: bytes) -> bytes:
     matching_useless = (_sample_size(sample, 1, zlib.Z_HUFFMAN_ONLY)
                         <= _sample_size(sample, 1, zlib.Z_DEFAULT_STRATEGY))
     strategy = zlib.Z_HUFFMAN_ONLY if matching_useless else zlib.Z_DEFAULT_STRATEGY
-    compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, 31, 9, strategy)  # 31: gzip wrapper
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 31, 9, strategy)  # 31: gzip wrapper
     return compressor.compress(chunk) + compressor.flush()
 
 
-def gzip_bytes(data: bytes) -> bytes:
-    """Deterministic gzip of ``data`` (zero header mtime, no file name).
+def gzip_bytes(data: bytes, level: int = COMPRESS_LEVEL) -> bytes:
+    """Deterministic gzip of ``data`` (zero header mtime, no file name) at compression ``level``.
 
     Data bigger than :data:`GZIP_CHUNK` is cut into fixed-size chunks compressed on every core
     (zlib releases the GIL) into consecutive gzip members, which gzip, ``tar -xz`` and Python's
     gzip module read as one stream; the bytes depend only on ``data``.
     """
     if len(data) <= GZIP_CHUNK:
-        return gzip.compress(data, compresslevel=COMPRESS_LEVEL, mtime=0)
+        return gzip.compress(data, compresslevel=level, mtime=0)
     import concurrent.futures  # imported for big payloads only: a one-node rebuild never needs threads
 
     view = memoryview(data)
     chunks = [view[start:start + GZIP_CHUNK] for start in range(0, len(data), GZIP_CHUNK)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return b"".join(pool.map(_gzip_member, chunks))
+        return b"".join(pool.map(functools.partial(_gzip_member, level), chunks))
 
 
-def tar_gz(entries: Iterable, *, mtime: int | None = None) -> bytes:
+def tar_gz(entries: Iterable, *, mtime: int | None = None, level: int = COMPRESS_LEVEL) -> bytes:
     """The deterministic tar.gz of ``entries`` (see :func:`gzip_bytes`)."""
-    return gzip_bytes(tar_bytes(entries, mtime=mtime))
+    return gzip_bytes(tar_bytes(entries, mtime=mtime), level)
 
 
 def encryption_key(required: bool) -> str | None:

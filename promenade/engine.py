@@ -195,7 +195,7 @@ def node_payload(view: SiteConfig, node: str | None, workspace: Workspace) -> by
     role = _role(node)
     overridden = placed_paths(view, role)
     entries = [entry for entry in node_files(view, node) if os.path.normpath(entry.path) not in overridden]
-    return bundles.seal(bundles.tar_gz(entries), _passphrase(view, role), workspace.ciphers)
+    return bundles.seal(bundles.tar_gz(entries, level=bundles.NODE_LEVEL), _passphrase(view, role), workspace.ciphers)
 
 
 def genesis_files_payload(view: SiteConfig, workspace: Workspace) -> bytes | None:
