@@ -202,7 +202,7 @@ class _Renderer:
         self.docs = docs
         self.strict = strict
         self.problems: list[Problem] = []
-        self.warnings: list[tuple[Document, str, tuple]] = []  # located only if asked for (Rendered.warnings)
+        self.pending_warnings: list[tuple[Document, str, tuple]] = []  # see Rendered.warnings
         self.layer_index: dict[str, int] = {}
         self.layered: list[int] = []   # documents that take part in layering
         self.parent: dict[int, int] = {}
@@ -228,14 +228,14 @@ class _Renderer:
         for index in self._dependency_order():
             self._render_one(index)
         self._fail_if(self.problems)
-        return Rendered(self._output(), self.warnings)
+        return Rendered(self._output(), self.pending_warnings)
 
     def _fail_if(self, problems: list[Problem]) -> None:
         if problems:
             raise PromenadeError(_by_location(problems))
 
     def _warn(self, doc: Document, message: str, path=()) -> None:
-        self.warnings.append((doc, message, tuple(path)))
+        self.pending_warnings.append((doc, message, tuple(path)))
 
     def _fail_or_warn(self, doc: Document, message: str, path) -> None:
         """A problem in strict mode, a warning in lenient mode."""

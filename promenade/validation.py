@@ -17,7 +17,7 @@ import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from urllib.parse import unquote, urlsplit
 
 from .documents import Document
@@ -74,7 +74,8 @@ def _is_ipv4(value: Any) -> bool:
     return True
 
 
-def _conforms(check) -> Any:
+def _conforms(check: Callable[[Any], bool]) -> Callable[[str], bool]:
+    """``check`` as a predicate: False where it raises ValueError (jsonschema-rs format callbacks)."""
     def conforms(value: str) -> bool:
         try:
             return check(value)

@@ -233,11 +233,11 @@ def requests_task() -> dict:
     """``certs_requests``: one request file per CA, certificate and key pair."""
     site_store = state_dir(*SITE_STORE)
     # a schema's digest file exists while the store holds documents of it (cheaper than the index)
-    present = sorted(schema for schema in {PKI_CATALOG, *PKI_SCHEMAS}
-                     if os.path.exists(store.schema_stamp(site_store, schema)))
+    stamps = {schema: store.schema_stamp(site_store, schema) for schema in sorted({PKI_CATALOG, *PKI_SCHEMAS})}
+    present = [schema for schema, stamp in stamps.items() if os.path.exists(stamp)]
     return {
         "actions": [(write_requests, [site_store, pki_dir()])],
-        "file_dep": [store.schema_stamp(site_store, schema) for schema in present],
+        "file_dep": [stamps[schema] for schema in present],
         "targets": [pki_dir(REQUESTS_INDEX)],
         "uptodate": [config_changed(" ".join(present))],
     }
